@@ -1,0 +1,121 @@
+//! Every broker option: doc line, the Kafka name it mirrors, default, unit. Parsed and validated
+//! once in `main`, then passed down by value (it is `Send` and `Clone`); there are no globals.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::limits;
+
+#[derive(Parser, Clone, Debug)]
+#[command(
+    name = "sable",
+    version,
+    about = "Sable: a Kafka-protocol broker, thread-per-core on io_uring"
+)]
+pub struct Config {
+    /// Bootstrap address every shard listens on (SO_REUSEPORT). Shard i also listens on
+    /// port + 1 + i, and that is the address Metadata advertises for it.
+    #[arg(long, env = "SABLE_LISTEN", default_value = "127.0.0.1:9092")]
+    pub listen: SocketAddr,
+
+    /// Host name clients should connect to (Kafka: advertised.listeners). Default: the listen host.
+    #[arg(long, env = "SABLE_ADVERTISE")]
+    pub advertise: Option<String>,
+
+    /// Directory holding the partition logs and metadata (Kafka: log.dirs).
+    #[arg(long, env = "SABLE_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Number of shards (one pinned executor per core). Default: every available core.
+    #[arg(long, env = "SABLE_SHARDS")]
+    pub shards: Option<usize>,
+
+    /// Broker id of shard 0; shard i is advertised as node id base + i (Kafka: node.id).
+    #[arg(long, env = "SABLE_NODE_ID_BASE", default_value_t = 0)]
+    pub node_id_base: i32,
+
+    /// Partitions of an auto-created topic (Kafka: num.partitions).
+    #[arg(long, env = "SABLE_DEFAULT_PARTITIONS", default_value_t = 1)]
+    pub default_partitions: i32,
+
+    /// Create a topic when a client asks for or produces to one that does not exist
+    /// (Kafka: auto.create.topics.enable).
+    #[arg(long, env = "SABLE_AUTO_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub auto_create_topics: bool,
+
+    /// Largest request frame in bytes; a larger one closes the connection
+    /// (Kafka: socket.request.max.bytes).
+    #[arg(long, env = "SABLE_REQUEST_SIZE_MAX_BYTES", default_value_t = limits::REQUEST_SIZE_MAX_BYTES)]
+    pub request_size_max_bytes: u32,
+
+    /// Largest record batch in bytes (Kafka: message.max.bytes / max.message.bytes).
+    #[arg(long, env = "SABLE_MESSAGE_MAX_BYTES", default_value_t = limits::MESSAGE_SIZE_MAX_BYTES_DEFAULT)]
+    pub message_max_bytes: u32,
+
+    /// Segment size in bytes at which a new segment is rolled (Kafka: log.segment.bytes).
+    #[arg(long, env = "SABLE_SEGMENT_BYTES", default_value_t = limits::SEGMENT_SIZE_DEFAULT_BYTES)]
+    pub segment_bytes: u64,
+
+    /// Age in ms after which the active segment is rolled (Kafka: log.roll.ms). Default 7 days.
+    #[arg(long, env = "SABLE_SEGMENT_MS", default_value_t = 604_800_000)]
+    pub segment_ms: i64,
+
+    /// Background flush interval in ms for acks=0/1 data. acks=all is always fsynced before the
+    /// answer; 0 disables the background flush (Kafka: log.flush.interval.ms).
+    #[arg(long, env = "SABLE_FLUSH_INTERVAL_MS", default_value_t = 1000)]
+    pub flush_interval_ms: u64,
+
+    /// Send fetched record data with sendfile (zero copy) rather than an io_uring read + write.
+    #[arg(long, env = "SABLE_FETCH_SENDFILE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub fetch_sendfile: bool,
+
+    /// Consumer group initial rebalance delay in ms (Kafka: group.initial.rebalance.delay.ms).
+    #[arg(
+        long,
+        env = "SABLE_GROUP_INITIAL_REBALANCE_DELAY_MS",
+        default_value_t = 3000
+    )]
+    pub group_initial_rebalance_delay_ms: u64,
+}
+
+impl Config {
+    /// The host advertised in Metadata.
+    pub fn advertised_host(&self) -> String {
+        self.advertise
+            .clone()
+            .unwrap_or_else(|| self.listen.ip().to_string())
+    }
+
+    /// The port shard `i` listens on and is advertised with.
+    pub fn shard_port(&self, shard: usize) -> u16 {
+        self.listen.port() + 1 + shard as u16
+    }
+
+    /// Checks what clap cannot; returns a message for the operator.
+    pub fn validate(&self, shards: usize) -> Result<(), String> {
+        if shards == 0 {
+            return Err("--shards must be at least 1".into());
+        }
+        if usize::from(self.listen.port()) + 1 + shards > usize::from(u16::MAX) {
+            return Err(format!(
+                "--listen port {} leaves no room for {shards} shard ports",
+                self.listen.port()
+            ));
+        }
+        if self.default_partitions < 1 || self.default_partitions > limits::TOPIC_PARTITIONS_MAX {
+            return Err(format!(
+                "--default-partitions must be in 1..={}",
+                limits::TOPIC_PARTITIONS_MAX
+            ));
+        }
+        if self.request_size_max_bytes < 1024 {
+            return Err("--request-size-max-bytes must be at least 1024".into());
+        }
+        if self.segment_bytes < 1024 {
+            return Err("--segment-bytes must be at least 1024".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,8 @@
+//! Sable: a Kafka-protocol message broker, thread-per-core on io_uring, shared-nothing.
+//! See ARCHITECTURE.md for the map.
+
+pub mod config;
+pub mod limits;
+pub mod log;
+pub mod protocol;
+pub mod types;

@@ -1,0 +1,33 @@
+//! Compile-time limits and the relations between them. Imports nothing.
+//! Names: noun, qualifier, unit last.
+
+pub const KIB: u32 = 1024;
+pub const MIB: u32 = 1024 * KIB;
+
+/// Largest request frame; a larger one closes the connection before allocation.
+/// Kafka: socket.request.max.bytes.
+pub const REQUEST_SIZE_MAX_BYTES: u32 = 100 * MIB;
+/// Requests one connection may have read but not yet answered.
+pub const CONNECTION_INFLIGHT_MAX: usize = 5;
+/// Largest record batch accepted by default. Kafka: max.message.bytes.
+pub const MESSAGE_SIZE_MAX_BYTES_DEFAULT: u32 = 1_048_588;
+/// Kafka: segment.bytes.
+pub const SEGMENT_SIZE_DEFAULT_BYTES: u64 = 1 << 30;
+/// Kafka: log.index.interval.bytes.
+pub const INDEX_INTERVAL_BYTES: u32 = 4 * KIB;
+/// One sendfile call must not hold the core for long.
+pub const SENDFILE_CHUNK_MAX_BYTES: u32 = 256 * KIB;
+/// Longest topic name Kafka accepts.
+pub const TOPIC_NAME_LENGTH_MAX: usize = 249;
+/// Partitions one topic may have.
+pub const TOPIC_PARTITIONS_MAX: i32 = 10_000;
+/// Slots per (from, to) pair in the cross-shard mesh.
+pub const MESH_CHANNEL_CAPACITY: usize = 64;
+/// Longest a fetch may wait for min_bytes, whatever the client asks.
+pub const FETCH_WAIT_MAX_MS: i32 = 30_000;
+/// Allocations at least this large are served by a lazily-committed mapping (see `alloc`).
+pub const ALLOC_LAZY_MIN_BYTES: usize = 64 << 20;
+
+const _: () = assert!(SENDFILE_CHUNK_MAX_BYTES <= REQUEST_SIZE_MAX_BYTES);
+const _: () = assert!((INDEX_INTERVAL_BYTES as u64) < SEGMENT_SIZE_DEFAULT_BYTES);
+const _: () = assert!(MESSAGE_SIZE_MAX_BYTES_DEFAULT < REQUEST_SIZE_MAX_BYTES);

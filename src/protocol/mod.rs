@@ -1,0 +1,4 @@
+//! Sans-io Kafka codec pieces: frames, record batch headers, records, the hand-written Fetch
+//! response framing. No glommio, no std::net, no clock.
+
+pub mod batch;
