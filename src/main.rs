@@ -14,9 +14,6 @@ use sable::shard;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-#[global_allocator]
-static ALLOC: sable::alloc::LazyLargeAlloc = sable::alloc::LazyLargeAlloc;
-
 /// glommio refuses to start an executor below this soft RLIMIT_MEMLOCK (notes/glommio.md §1).
 const MEMLOCK_MIN_BYTES: u64 = 512 << 10;
 /// sysexits EX_CONFIG: the host or the flags are wrong, not the broker.

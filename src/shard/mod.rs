@@ -175,11 +175,10 @@ async fn shard_main(
         data_dir: config.data_dir.clone(),
         log_config,
     });
-    peers
-        .shard
-        .set(Rc::downgrade(&shard))
-        .ok()
-        .expect("set once");
+    assert!(
+        peers.shard.set(Rc::downgrade(&shard)).is_ok(),
+        "the back-link is set once"
+    );
 
     for (_from, stream) in receivers.streams() {
         let shard = shard.clone();
