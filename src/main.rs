@@ -65,7 +65,7 @@ fn run(config: Config) -> Result<ExitCode, String> {
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let (stop_txs, stop_rxs): (Vec<_>, Vec<_>) =
         (0..shards).map(|_| oneshot::channel::<()>()).unzip();
-    let handles = shard::start(config, shards, state, stop_rxs);
+    let handles = shard::start(config, shards, state, stop_rxs)?;
     std::thread::spawn(move || {
         if let Some(sig) = signals.forever().next() {
             tracing::info!(signal = sig, "shutting down");

@@ -101,7 +101,7 @@ pub fn start(
     shards: usize,
     state: MetadataState,
     stops: Vec<oneshot::Receiver<()>>,
-) -> Vec<glommio::ExecutorJoinHandle<Result<(), String>>> {
+) -> Result<Vec<glommio::ExecutorJoinHandle<Result<(), String>>>, String> {
     let mesh = MeshBuilder::<ShardMsg, _>::full(shards, MESH_CHANNEL_CAPACITY);
     let ready = Arc::new(AtomicUsize::new(0));
     let image = Arc::new(MetadataImage::new(state, shards));
@@ -121,7 +121,7 @@ pub fn start(
                         .instrument(info_span!("shard", shard = i))
                         .await
                 })
-                .expect("spawn shard executor")
+                .map_err(|e| format!("cannot start the executor of shard {i}: {e}"))
         })
         .collect()
 }
