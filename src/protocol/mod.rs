@@ -2,3 +2,4 @@
 //! response framing. No glommio, no std::net, no clock.
 
 pub mod batch;
+pub mod records;
