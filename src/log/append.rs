@@ -6,9 +6,8 @@ use std::rc::Rc;
 use bytes::Bytes;
 
 use super::file::{self, SegmentFile};
-use super::notify::Notify;
 use super::segment::Segment;
-use super::{LogError, LogState, PartitionLog, now_ms};
+use super::{LogError, PartitionLog, now_ms};
 use crate::protocol::batch::{
     BatchHeader, BatchHeaders, set_base_offset, set_partition_leader_epoch,
 };
@@ -25,9 +24,8 @@ impl PartitionLog {
     /// Writes one validated record set at the end of the active segment and advances the high
     /// watermark. Returns the base offset and the write's sequence number for `sync_through`.
     pub(super) async fn write(&self, records: Bytes) -> Result<(i64, u64), LogError> {
+        // Releasing the lock, however the write ends, fires `progress` for waiting syncs.
         let _turn = self.write_lock.lock().await;
-        // Whatever way this write ends (done, failed, cancelled), syncs waiting on it move on.
-        let _ended = NotifyOnDrop(&self.progress);
         if self.state.borrow().closed {
             return Err(LogError::Closed);
         }
@@ -115,7 +113,10 @@ impl PartitionLog {
     async fn roll(&self, base_offset: i64) -> Result<(), LogError> {
         let old_file = Rc::clone(&self.state.borrow().active().file);
         let covered_seq = self.sync.written_seq.get();
-        old_file.fdatasync().await?;
+        if let Err(e) = old_file.fdatasync().await {
+            self.fail_on_sync_error(&e);
+            return Err(e.into());
+        }
         self.sync.syncs.set(self.sync.syncs.get() + 1);
         self.mark_synced(covered_seq);
         let old = self.state.borrow().segments.len() - 1;
@@ -131,6 +132,13 @@ impl PartitionLog {
         state.segments.push(segment);
         tracing::debug!(dir = %self.dir.display(), base_offset, "rolled segment");
         Ok(())
+    }
+
+    /// After a failed fdatasync the kernel may have dropped the dirty pages, and a retried sync
+    /// can succeed without them; nothing more is acknowledged from this log.
+    fn fail_on_sync_error(&self, e: &std::io::Error) {
+        tracing::error!(dir = %self.dir.display(), error = %e, "fdatasync failed; log closed");
+        self.state.borrow_mut().closed = true;
     }
 
     fn mark_synced(&self, seq: u64) {
@@ -163,25 +171,20 @@ impl PartitionLog {
             let file = Rc::clone(&self.state.borrow().active().file);
             let result = file.fdatasync().await;
             self.sync.syncs.set(self.sync.syncs.get() + 1);
-            if result.is_ok() {
-                self.mark_synced(target);
+            match result {
+                Ok(()) => self.mark_synced(target),
+                Err(e) => {
+                    self.fail_on_sync_error(&e);
+                    return Err(e.into());
+                }
             }
             drop(round);
-            result?;
         }
     }
 }
 
 /// Most completed writes one fdatasync waits to gather while more writers are queued.
 pub(crate) const SYNC_GROUP_WRITES_MAX: u64 = 128;
-
-struct NotifyOnDrop<'a>(&'a Notify);
-
-impl Drop for NotifyOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.notify_all();
-    }
-}
 
 /// Marks a sync in flight; ending it (even by cancellation) lets the next caller start one.
 struct SyncRound<'a> {
@@ -218,11 +221,4 @@ fn count_offsets(records: &Bytes) -> i64 {
     );
     assert!(offsets > 0, "validated record sets hold records");
     offsets
-}
-
-impl LogState {
-    #[cfg(test)]
-    pub(super) fn segment_count(&self) -> usize {
-        self.segments.len()
-    }
 }

@@ -128,6 +128,11 @@ impl LogState {
             .expect("a log always has an active segment")
     }
 
+    #[cfg(test)]
+    fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
     /// Index of the segment holding `offset`: the last whose base is at or below it.
     fn segment_for(&self, offset: i64) -> usize {
         let after = self.segments.partition_point(|s| s.base_offset <= offset);
@@ -155,8 +160,8 @@ pub struct PartitionLog {
     write_lock: FifoLock,
     appended: Rc<Notify>,
     sync: SyncState,
-    /// Fires whenever an append's write or a sync ends, however it ends: what waiting
-    /// `sync_through` callers re-check on.
+    /// Fires whenever the write lock is released (however the write ended), a queued append
+    /// gives up, or a sync ends: what waiting `sync_through` callers re-check on.
     progress: Rc<Notify>,
 }
 
@@ -205,6 +210,7 @@ impl PartitionLog {
         file::sync_dir(&dir).await?;
         let high_watermark = segments.last().expect("at least one segment").next_offset;
         tracing::debug!(dir = %dir.display(), clean, high_watermark, "log opened");
+        let progress = Rc::new(Notify::default());
         Ok(Rc::new(PartitionLog {
             dir,
             config,
@@ -214,10 +220,10 @@ impl PartitionLog {
                 high_watermark,
                 closed: false,
             }),
-            write_lock: FifoLock::default(),
+            write_lock: FifoLock::new(Rc::clone(&progress)),
             appended: Rc::new(Notify::default()),
             sync: SyncState::default(),
-            progress: Rc::new(Notify::default()),
+            progress,
         }))
     }
 
@@ -257,7 +263,13 @@ impl PartitionLog {
 
     /// Completes at the next successful append (or when the log closes).
     pub fn appended(&self) -> impl std::future::Future<Output = ()> + 'static {
-        self.appended.notified()
+        let next = self.appended.notified();
+        let closed = self.state.borrow().closed;
+        async move {
+            if !closed {
+                next.await;
+            }
+        }
     }
 
     /// The first record (not batch) with timestamp >= `timestamp_ms`: (offset, its timestamp).

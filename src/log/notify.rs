@@ -71,9 +71,12 @@ impl Drop for Notified {
 }
 
 /// A lock handed over in first-poll order. New lockers queue behind waiters, never barge.
+/// `changed` fires whenever the lock is released or a queued locker gives up, so a task that
+/// waits for the lock to become uncontended can re-check.
 #[derive(Default)]
 pub(crate) struct FifoLock {
     state: RefCell<FifoState>,
+    changed: Rc<Notify>,
 }
 
 #[derive(Default)]
@@ -92,6 +95,13 @@ impl FifoState {
 }
 
 impl FifoLock {
+    pub fn new(changed: Rc<Notify>) -> FifoLock {
+        FifoLock {
+            state: RefCell::default(),
+            changed,
+        }
+    }
+
     pub fn lock(&self) -> FifoLockFuture<'_> {
         FifoLockFuture {
             lock: self,
@@ -173,6 +183,8 @@ impl Drop for FifoLockFuture<'_> {
         if was_front && !state.held {
             state.wake_front();
         }
+        drop(state);
+        self.lock.changed.notify_all();
     }
 }
 
@@ -182,6 +194,8 @@ impl Drop for FifoGuard<'_> {
         assert!(state.held, "a guard exists only while the lock is held");
         state.held = false;
         state.wake_front();
+        drop(state);
+        self.lock.changed.notify_all();
     }
 }
 
@@ -214,7 +228,8 @@ mod tests {
 
     #[test]
     fn fifo_lock_serves_in_order_and_survives_cancellation() {
-        let lock = FifoLock::default();
+        let changed = Rc::new(Notify::default());
+        let lock = FifoLock::new(Rc::clone(&changed));
         let mut first = lock.lock();
         let Poll::Ready(guard) = poll(&mut first) else {
             panic!("free lock")
@@ -228,7 +243,10 @@ mod tests {
         drop(guard);
         let mut barger = lock.lock();
         assert!(poll(&mut barger).is_pending(), "queued waiters go first");
+        let mut change = changed.notified();
+        assert!(poll(&mut change).is_pending());
         drop(second); // Cancelled while at the front: third is next.
+        assert!(poll(&mut change).is_ready(), "giving up is a change");
         assert!(poll(&mut fourth).is_pending());
         let Poll::Ready(guard) = poll(&mut third) else {
             panic!("third is next")

@@ -226,6 +226,7 @@ impl PartitionLog {
                 break;
             }
             end += total;
+            file::yield_if_needed().await;
         }
         Ok(end)
     }

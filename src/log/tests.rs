@@ -428,6 +428,7 @@ fn appended_wakes_long_polls_and_close_ends_them() {
         let waiter = spawn_local(log.appended());
         log.close().await.expect("close");
         waiter.await;
+        log.appended().await; // Already closed: completes at once.
         assert!(matches!(
             log.append(batch(1, 1), Acks::Leader).await,
             Err(LogError::Closed)
@@ -455,4 +456,64 @@ fn reopen_after_clean_close_continues_and_delete_removes() {
         log.delete().await.expect("delete");
     });
     assert!(!path.exists());
+}
+
+#[test]
+fn a_steady_stream_of_writers_does_not_postpone_syncs_for_ever() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    run_local(async {
+        let log = open(dir.path(), &LogConfig::default()).await;
+        let producers = 3 * super::append::SYNC_GROUP_WRITES_MAX as i64;
+        let tasks: Vec<_> = (0..producers)
+            .map(|i| {
+                let log = Rc::clone(&log);
+                spawn_local(async move { log.append(batch(i, 10), Acks::All).await })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("append");
+        }
+        assert!(
+            log.sync_count() >= 2,
+            "a sync every SYNC_GROUP_WRITES_MAX writes at most"
+        );
+        assert_eq!(log.high_watermark(), Offset(producers));
+    });
+}
+
+#[test]
+fn oversized_batches_get_their_own_segment_and_segment_ms_rolls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    run_local(async {
+        let log = open(dir.path(), &small_config()).await;
+        log.append(batch(1, 10), Acks::Leader)
+            .await
+            .expect("append");
+        log.append(batch(2, 3000), Acks::Leader)
+            .await
+            .expect("append");
+        log.append(batch(3, 10), Acks::Leader)
+            .await
+            .expect("append");
+        assert_eq!(log.state.borrow().segment_count(), 3);
+        let (_, headers) = read_bytes(&log, 1, 1).await;
+        assert_eq!(
+            headers[0].max_timestamp, 2,
+            "the big batch reads back whole"
+        );
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    run_local(async {
+        let config = LogConfig {
+            segment_ms: -1, // Every non-empty segment is already too old.
+            ..LogConfig::default()
+        };
+        let log = open(dir.path(), &config).await;
+        for i in 0..4 {
+            log.append(batch(i, 10), Acks::Leader)
+                .await
+                .expect("append");
+        }
+        assert_eq!(log.state.borrow().segment_count(), 4);
+    });
 }
