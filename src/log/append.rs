@@ -138,6 +138,7 @@ impl PartitionLog {
     /// can succeed without them; nothing more is acknowledged from this log.
     fn fail_on_sync_error(&self, e: &std::io::Error) {
         tracing::error!(dir = %self.dir.display(), error = %e, "fdatasync failed; log closed");
+        self.sync.failed.set(true);
         self.state.borrow_mut().closed = true;
     }
 
@@ -154,6 +155,11 @@ impl PartitionLog {
         loop {
             if self.sync.synced_seq.get() >= seq {
                 return Ok(());
+            }
+            if self.sync.failed.get() {
+                return Err(LogError::Io(std::io::Error::other(
+                    "an earlier fdatasync of this log failed",
+                )));
             }
             if self.sync.in_flight.get() {
                 self.progress.notified().await;

@@ -147,6 +147,8 @@ struct SyncState {
     written_seq: Cell<u64>,
     synced_seq: Cell<u64>,
     in_flight: Cell<bool>,
+    /// An fdatasync failed: no later sync may be trusted to cover earlier writes.
+    failed: Cell<bool>,
     /// fdatasync calls issued, for tests and metrics.
     syncs: Cell<u64>,
 }

@@ -517,3 +517,55 @@ fn oversized_batches_get_their_own_segment_and_segment_ms_rolls() {
         assert_eq!(log.state.borrow().segment_count(), 4);
     });
 }
+
+#[test]
+fn garbage_after_the_last_batch_is_truncated() {
+    let template = tempfile::tempdir().expect("tempdir");
+    let config = LogConfig::default();
+    build_crashed_log(template.path(), &config, 3);
+    let log_name = segment_files(template.path(), ".log")
+        .pop()
+        .expect("a segment")
+        .file_name()
+        .expect("name")
+        .to_owned();
+    let valid_len = std::fs::metadata(template.path().join(&log_name))
+        .expect("stat")
+        .len();
+    let work = tempfile::tempdir().expect("tempdir");
+    // A small deterministic generator: the cases are data, reproducible without a seed file.
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for case in 0..40 {
+        let dir = work.path().join(format!("case-{case}"));
+        copy_dir(template.path(), &dir);
+        let len = 1 + (next() % 300) as usize;
+        let mut garbage: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        if case % 4 == 0 && len >= 17 {
+            // A plausible header: right magic and a length that fits, but no valid CRC.
+            garbage[8..12].copy_from_slice(&((len - 12) as i32).to_be_bytes());
+            garbage[16] = 2;
+        }
+        let path = dir.join(&log_name);
+        let mut bytes = std::fs::read(&path).expect("read");
+        bytes.extend_from_slice(&garbage);
+        std::fs::write(&path, bytes).expect("write");
+        run_local(async {
+            let log = open(&dir, &config).await;
+            assert_eq!(log.high_watermark(), Offset(3), "case {case}");
+            let info = log.append(batch(9, 10), Acks::All).await.expect("append");
+            assert_eq!(info.base_offset, Offset(3));
+        });
+        let appended_len = batch(9, 10).len() as u64;
+        assert_eq!(
+            std::fs::metadata(&path).expect("stat").len(),
+            valid_len + appended_len,
+            "the garbage was cut before the new batch"
+        );
+    }
+}

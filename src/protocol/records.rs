@@ -12,9 +12,6 @@ use super::batch::{ATTRIBUTES_LOG_APPEND_TIME, BATCH_HEADER_BYTES, BatchError, B
 /// (about 1 MiB by default, 100 MiB by request size), and real codecs rarely pass 20x; past this
 /// the batch is treated as corrupt rather than allowed to take the shard's memory.
 pub const RECORDS_DECOMPRESSED_MAX_BYTES: usize = 64 << 20;
-/// The smallest encoded record: length, attributes, timestampDelta, offsetDelta, key length,
-/// value length and header count, one byte each. Bounds any record-count-sized allocation.
-pub const RECORD_MIN_BYTES: usize = 7;
 
 /// xerial snappy-java framing used by Kafka's Java client: magic, version, compatible version.
 const XERIAL_MAGIC: &[u8; 8] = b"\x82SNAPPY\x00";
@@ -41,7 +38,8 @@ pub struct RecordMeta {
     pub timestamp: i64,
 }
 
-/// Iterates the records of one batch. Stops after recordCount records or the first error.
+/// Iterates the records of one batch. Stops after recordCount records or the first error; every
+/// record consumes at least one byte, so a hostile recordCount cannot make it run long.
 pub struct RecordIter<'a> {
     records: Cow<'a, [u8]>,
     position: usize,
