@@ -274,6 +274,14 @@ impl GroupManager {
             .collect())
     }
 
+    /// Every topic some group has an offset for.
+    pub fn committed_topics(&self) -> HashSet<String> {
+        self.groups
+            .values()
+            .flat_map(|g| g.offsets.keys().map(|tp| tp.topic.clone()))
+            .collect()
+    }
+
     /// Drops offsets of topics that no longer exist.
     pub fn forget_topics(&mut self, deleted: &HashSet<String>) {
         for g in self.groups.values_mut() {

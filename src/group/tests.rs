@@ -364,10 +364,13 @@ fn commits_follow_kafka_rules() {
     );
     // OffsetDelete: refused while subscribed (the metadata here is no subscription at all).
     assert_eq!(
-        g.delete_offsets("g", &[tp.clone()]),
+        g.delete_offsets("g", std::slice::from_ref(&tp)),
         Err(GroupError::NonEmptyGroup)
     );
-    assert_eq!(g.delete_offsets("simple", &[tp.clone()]), Ok(vec![Ok(())]));
+    assert_eq!(
+        g.delete_offsets("simple", std::slice::from_ref(&tp)),
+        Ok(vec![Ok(())])
+    );
     assert_eq!(g.committed("simple", None), vec![]);
 }
 
