@@ -58,6 +58,21 @@ impl Peers for NoPeers {
     fn sleep(&self, _: Duration) -> LocalBoxFuture<'static, ()> {
         async {}.boxed_local()
     }
+    fn list_groups(
+        &self,
+        _: ShardId,
+        _: Vec<String>,
+    ) -> LocalBoxFuture<'static, Vec<crate::group::GroupListing>> {
+        async { vec![] }.boxed_local()
+    }
+    fn describe_groups(
+        &self,
+        _: ShardId,
+        ids: Vec<String>,
+    ) -> LocalBoxFuture<'static, Vec<crate::group::GroupDescription>> {
+        let m = crate::group::GroupManager::new(0);
+        async move { ids.iter().map(|id| m.describe(id)).collect() }.boxed_local()
+    }
 }
 
 fn context() -> Rc<Context> {
@@ -73,6 +88,8 @@ fn context() -> Rc<Context> {
         metadata: RefCell::new(Arc::new(MetadataImage::new(state, 2))),
         partitions: RefCell::new(HashMap::new()),
         peers: Rc::new(NoPeers),
+        // No initial delay: a lone join completes at once, so block_on never waits on a timer.
+        groups: group_coordinator::GroupCoordinator::new(0),
     })
 }
 
