@@ -334,4 +334,6 @@ pub fn local_partition(
 }
 
 #[cfg(test)]
+mod group_tests;
+#[cfg(test)]
 mod tests;

@@ -75,7 +75,7 @@ impl Peers for NoPeers {
     }
 }
 
-fn context() -> Rc<Context> {
+pub(super) fn context() -> Rc<Context> {
     let config = crate::config::Config::parse_from(["sable", "--node-id-base", "7"]);
     let state = MetadataState {
         cluster_id: "cluster".into(),
@@ -93,7 +93,7 @@ fn context() -> Rc<Context> {
     })
 }
 
-fn request<T: Encodable>(key: ApiKey, version: i16, body: &T) -> Bytes {
+pub(super) fn request<T: Encodable>(key: ApiKey, version: i16, body: &T) -> Bytes {
     let mut b = BytesMut::new();
     let header = RequestHeader::default()
         .with_request_api_key(key as i16)
@@ -114,7 +114,7 @@ fn run(body: Bytes) -> Result<Option<Frame>, HandlerError> {
 }
 
 /// The response body after the length, correlation id, and (flexible) header tags.
-fn response_body(frame: Frame, key: ApiKey, version: i16) -> Bytes {
+pub(super) fn response_body(frame: Frame, key: ApiKey, version: i16) -> Bytes {
     let mut out = BytesMut::new();
     for p in frame.parts {
         let Part::Mem(b) = p else {
