@@ -21,6 +21,8 @@ pub const VERSIONS: RangeInclusive<i16> = 0..=5;
 /// READ, DELETE and DESCRIBE, the operations on a group; there are no ACLs yet.
 const GROUP_OPERATIONS_ALL: i32 = (1 << 3) | (1 << 6) | (1 << 8);
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+/// First version carrying members' group.instance.id.
+const INSTANCE_ID_MIN_VERSION: i16 = 4;
 
 pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Frame, HandlerError> {
     let req: DescribeGroupsRequest = r.decode(&mut body)?;
@@ -59,13 +61,13 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
         .iter()
         .map(|g| {
             let d = found.get(g.0.as_str()).cloned();
-            described(g, d, ops)
+            described(g, d, ops, r.version)
         })
         .collect();
     Ok(r.respond(&DescribeGroupsResponse::default().with_groups(groups)))
 }
 
-fn described(id: &GroupId, d: Option<GroupDescription>, ops: i32) -> DescribedGroup {
+fn described(id: &GroupId, d: Option<GroupDescription>, ops: i32, version: i16) -> DescribedGroup {
     let s = StrBytes::from_string;
     let out = DescribedGroup::default()
         .with_group_id(id.clone())
@@ -81,7 +83,11 @@ fn described(id: &GroupId, d: Option<GroupDescription>, ops: i32) -> DescribedGr
         .map(|m| {
             DescribedGroupMember::default()
                 .with_member_id(s(m.member_id))
-                .with_group_instance_id(m.group_instance_id.map(s))
+                .with_group_instance_id(
+                    m.group_instance_id
+                        .filter(|_| version >= INSTANCE_ID_MIN_VERSION)
+                        .map(s),
+                )
                 .with_client_id(s(m.client_id))
                 .with_client_host(s(m.client_host))
                 .with_member_metadata(m.metadata)

@@ -31,7 +31,10 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
             .collect();
         FindCoordinatorResponse::default().with_coordinators(coordinators)
     } else {
-        let c = coordinator(ctx, &req.key, req.key_type);
+        let mut c = coordinator(ctx, &req.key, req.key_type);
+        if r.version == 0 {
+            c.error_message = None; // v0 has no error message
+        }
         FindCoordinatorResponse::default()
             .with_error_code(c.error_code)
             .with_error_message(c.error_message)

@@ -18,6 +18,13 @@ pub const VERSIONS: RangeInclusive<i16> = 0..=9;
 const MEMBER_ID_REQUIRED_MIN_VERSION: i16 = 4;
 /// Before v7 the protocol name is a non-nullable string.
 const NULLABLE_PROTOCOL_MIN_VERSION: i16 = 7;
+/// First version carrying the protocol type in the response.
+const PROTOCOL_TYPE_MIN_VERSION: i16 = 7;
+/// First version carrying members' group.instance.id.
+const INSTANCE_ID_MIN_VERSION: i16 = 5;
+/// First version with skip_assignment (KIP-814). Older static leaders get the members and
+/// reassign; the Stable group keeps the assignments it has, as before KIP-814.
+const SKIP_ASSIGNMENT_MIN_VERSION: i16 = 9;
 
 pub async fn serve(
     ctx: &Rc<Context>,
@@ -82,17 +89,25 @@ fn response(version: i16, j: JoinResult) -> JoinGroupResponse {
         .map(|m| {
             JoinGroupResponseMember::default()
                 .with_member_id(s(m.member_id))
-                .with_group_instance_id(m.group_instance_id.map(s))
+                .with_group_instance_id(
+                    m.group_instance_id
+                        .filter(|_| version >= INSTANCE_ID_MIN_VERSION)
+                        .map(s),
+                )
                 .with_metadata(m.metadata)
         })
         .collect();
     JoinGroupResponse::default()
         .with_error_code(j.error.as_ref().map_or(error_code::NONE, group_error))
         .with_generation_id(j.generation_id)
-        .with_protocol_type(j.protocol_type.map(s))
+        .with_protocol_type(
+            j.protocol_type
+                .filter(|_| version >= PROTOCOL_TYPE_MIN_VERSION)
+                .map(s),
+        )
         .with_protocol_name(protocol_name)
         .with_leader(s(j.leader))
-        .with_skip_assignment(j.skip_assignment)
+        .with_skip_assignment(j.skip_assignment && version >= SKIP_ASSIGNMENT_MIN_VERSION)
         .with_member_id(s(j.member_id))
         .with_members(members)
 }

@@ -15,6 +15,10 @@ use super::{Context, Frame, HandlerError, Request};
 pub const VERSIONS: RangeInclusive<i16> = 0..=5;
 /// Classic groups are the only type Sable has (KIP-848 types filter, v5).
 const GROUP_TYPE_CLASSIC: &str = "classic";
+/// First version carrying the group state (KIP-518).
+const STATE_MIN_VERSION: i16 = 4;
+/// First version carrying the group type (KIP-848).
+const TYPE_MIN_VERSION: i16 = 5;
 
 pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Frame, HandlerError> {
     let req: ListGroupsRequest = r.decode(&mut body)?;
@@ -36,11 +40,16 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
     let groups = listings
         .into_iter()
         .map(|g| {
-            ListedGroup::default()
+            let mut out = ListedGroup::default()
                 .with_group_id(GroupId(StrBytes::from_string(g.group_id)))
-                .with_protocol_type(StrBytes::from_string(g.protocol_type))
-                .with_group_state(StrBytes::from_static_str(g.state.name()))
-                .with_group_type(StrBytes::from_static_str(GROUP_TYPE_CLASSIC))
+                .with_protocol_type(StrBytes::from_string(g.protocol_type));
+            if r.version >= STATE_MIN_VERSION {
+                out.group_state = StrBytes::from_static_str(g.state.name());
+            }
+            if r.version >= TYPE_MIN_VERSION {
+                out.group_type = StrBytes::from_static_str(GROUP_TYPE_CLASSIC);
+            }
+            out
         })
         .collect();
     Ok(r.respond(

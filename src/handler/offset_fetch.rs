@@ -24,6 +24,8 @@ pub const VERSIONS: RangeInclusive<i16> = 1..=9;
 const MULTI_GROUP_MIN_VERSION: i16 = 8;
 /// First version with a top-level error code.
 const TOP_LEVEL_ERROR_MIN_VERSION: i16 = 2;
+/// First version carrying the committed leader epoch.
+const LEADER_EPOCH_MIN_VERSION: i16 = 5;
 
 /// One partition's answer: (topic, partition, committed offset or none, error code).
 type Answer = (String, i32, Option<CommittedOffset>, i16);
@@ -95,7 +97,10 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
                     parts
                         .into_iter()
                         .map(|(p, o, c)| {
-                            let (offset, epoch, meta) = fields(o);
+                            let (offset, mut epoch, meta) = fields(o);
+                            if r.version < LEADER_EPOCH_MIN_VERSION {
+                                epoch = -1;
+                            }
                             OffsetFetchResponsePartition::default()
                                 .with_partition_index(p)
                                 .with_committed_offset(offset)
@@ -106,8 +111,13 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
                         .collect(),
                 )
         });
+        let top_level = if r.version >= TOP_LEVEL_ERROR_MIN_VERSION {
+            error
+        } else {
+            error_code::NONE
+        };
         OffsetFetchResponse::default()
-            .with_error_code(error)
+            .with_error_code(top_level)
             .with_topics(topics)
     };
     Ok(r.respond(&resp))

@@ -13,6 +13,8 @@ use super::{Context, Frame, HandlerError, Request};
 use crate::group::{GroupError, SyncParams, SyncResult};
 
 pub const VERSIONS: RangeInclusive<i16> = 0..=5;
+/// First version carrying the protocol type and name (KIP-559).
+const PROTOCOL_MIN_VERSION: i16 = 5;
 
 pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Frame, HandlerError> {
     let req: SyncGroupRequest = r.decode(&mut body)?;
@@ -40,10 +42,15 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
         rx.await
             .unwrap_or_else(|_| SyncResult::error(GroupError::CoordinatorNotAvailable))
     };
+    let (protocol_type, protocol_name) = if r.version >= PROTOCOL_MIN_VERSION {
+        (result.protocol_type, result.protocol_name)
+    } else {
+        (None, None)
+    };
     let resp = SyncGroupResponse::default()
         .with_error_code(result.error.as_ref().map_or(error_code::NONE, group_error))
-        .with_protocol_type(result.protocol_type.map(StrBytes::from_string))
-        .with_protocol_name(result.protocol_name.map(StrBytes::from_string))
+        .with_protocol_type(protocol_type.map(StrBytes::from_string))
+        .with_protocol_name(protocol_name.map(StrBytes::from_string))
         .with_assignment(result.assignment);
     Ok(r.respond(&resp))
 }
