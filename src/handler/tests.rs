@@ -58,9 +58,24 @@ impl Peers for NoPeers {
     fn sleep(&self, _: Duration) -> LocalBoxFuture<'static, ()> {
         async {}.boxed_local()
     }
+    fn list_groups(
+        &self,
+        _: ShardId,
+        _: Vec<String>,
+    ) -> LocalBoxFuture<'static, Vec<crate::group::GroupListing>> {
+        async { vec![] }.boxed_local()
+    }
+    fn describe_groups(
+        &self,
+        _: ShardId,
+        ids: Vec<String>,
+    ) -> LocalBoxFuture<'static, Vec<crate::group::GroupDescription>> {
+        let m = crate::group::GroupManager::new(0);
+        async move { ids.iter().map(|id| m.describe(id)).collect() }.boxed_local()
+    }
 }
 
-fn context() -> Rc<Context> {
+pub(super) fn context() -> Rc<Context> {
     let config = crate::config::Config::parse_from(["sable", "--node-id-base", "7"]);
     let state = MetadataState {
         cluster_id: "cluster".into(),
@@ -73,10 +88,12 @@ fn context() -> Rc<Context> {
         metadata: RefCell::new(Arc::new(MetadataImage::new(state, 2))),
         partitions: RefCell::new(HashMap::new()),
         peers: Rc::new(NoPeers),
+        // No initial delay: a lone join completes at once, so block_on never waits on a timer.
+        groups: group_coordinator::GroupCoordinator::new(0),
     })
 }
 
-fn request<T: Encodable>(key: ApiKey, version: i16, body: &T) -> Bytes {
+pub(super) fn request<T: Encodable>(key: ApiKey, version: i16, body: &T) -> Bytes {
     let mut b = BytesMut::new();
     let header = RequestHeader::default()
         .with_request_api_key(key as i16)
@@ -97,7 +114,7 @@ fn run(body: Bytes) -> Result<Option<Frame>, HandlerError> {
 }
 
 /// The response body after the length, correlation id, and (flexible) header tags.
-fn response_body(frame: Frame, key: ApiKey, version: i16) -> Bytes {
+pub(super) fn response_body(frame: Frame, key: ApiKey, version: i16) -> Bytes {
     let mut out = BytesMut::new();
     for p in frame.parts {
         let Part::Mem(b) = p else {
