@@ -149,6 +149,7 @@ fn load_metadata(dir: &Path) -> Result<MetadataState, String> {
             cluster_id: new_cluster_id(),
             version: 0,
             topics: vec![],
+            next_producer_id: 0,
         }),
         Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     }

@@ -164,6 +164,7 @@ async fn shard_main(
         groups: crate::handler::group_coordinator::GroupCoordinator::new(
             config.group_initial_rebalance_delay_ms,
         ),
+        producer_ids: RefCell::new(0..0),
     });
     let meta_dir = config.data_dir.join("meta");
     let controller = (me == ShardId::CONTROLLER)
