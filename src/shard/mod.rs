@@ -173,6 +173,8 @@ async fn shard_main(
         segment_bytes: config.segment_bytes,
         segment_ms: config.segment_ms,
         index_interval_bytes: crate::limits::INDEX_INTERVAL_BYTES,
+        retention_ms: config.retention_ms,
+        retention_bytes: config.retention_bytes,
     };
     let shard = Rc::new(Shard {
         ctx: ctx.clone(),
