@@ -21,6 +21,9 @@ pub fn log_error(e: &LogError) -> i16 {
         LogError::Corrupt { .. } => ResponseError::KafkaStorageError,
         LogError::Closed => ResponseError::NotLeaderOrFollower,
         LogError::Io(_) => ResponseError::KafkaStorageError,
+        LogError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+        LogError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+        LogError::DuplicateSequence { .. } => ResponseError::DuplicateSequenceNumber,
     })
 }
 
@@ -74,6 +77,10 @@ pub fn offsets_log_error(e: &LogError) -> i16 {
         LogError::Corrupt { .. } => ResponseError::CoordinatorNotAvailable,
         LogError::Closed => ResponseError::NotCoordinator,
         LogError::Io(_) => ResponseError::CoordinatorNotAvailable,
+        // The offsets log is written without producer ids; these cannot happen there.
+        LogError::OutOfOrderSequence { .. }
+        | LogError::InvalidProducerEpoch { .. }
+        | LogError::DuplicateSequence { .. } => ResponseError::UnknownServerError,
     })
 }
 
@@ -109,5 +116,21 @@ mod tests {
         assert_eq!(group_error(&GroupError::RebalanceInProgress), 27);
         assert_eq!(group_error(&GroupError::MemberIdRequired), 79);
         assert_eq!(group_error(&GroupError::FencedInstanceId), 82);
+        let seq = LogError::OutOfOrderSequence {
+            producer_id: 1,
+            expected: 1,
+            got: 2,
+        };
+        assert_eq!(log_error(&seq), 45);
+        let epoch = LogError::InvalidProducerEpoch {
+            producer_id: 1,
+            epoch: 0,
+            current_epoch: 1,
+        };
+        assert_eq!(log_error(&epoch), 47);
+        assert_eq!(
+            log_error(&LogError::DuplicateSequence { producer_id: 1 }),
+            46
+        );
     }
 }

@@ -6,6 +6,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 
 use super::file::{self, SegmentFile};
+use super::producer::Verdict;
 use super::segment::Segment;
 use super::{LogError, PartitionLog, now_ms};
 use crate::protocol::batch::{
@@ -28,6 +29,11 @@ impl PartitionLog {
         let _turn = self.write_lock.lock().await;
         if self.state.borrow().closed {
             return Err(LogError::Closed);
+        }
+        if let Some(original) = self.check_producers(&records)? {
+            // A retry of a batch already written: Kafka answers success with the original
+            // offsets. The original write may still be unsynced; ride the next sync.
+            return Ok((original, self.sync.written_seq.get()));
         }
         let record_offsets = count_offsets(&records);
         let base_offset = self.state.borrow().high_watermark;
@@ -59,11 +65,54 @@ impl PartitionLog {
                 "appends are not empty"
             );
             state.high_watermark = prepared.next_offset;
+            let mut producers = self.producers.borrow_mut();
+            for (_, header) in &prepared.batches {
+                producers.on_written(header);
+            }
         }
         let write_seq = self.sync.written_seq.get() + 1;
         self.sync.written_seq.set(write_seq);
         self.appended.notify_all();
         Ok((prepared.base_offset, write_seq))
+    }
+
+    /// Idempotence checks of every batch, in order, before anything is written. Returns the
+    /// original base offset when the record set is one batch already written (a retry).
+    fn check_producers(&self, records: &Bytes) -> Result<Option<i64>, LogError> {
+        let headers: Vec<BatchHeader> = BatchHeaders::new(records)
+            .map(|found| found.expect("append takes validated record sets").header)
+            .collect();
+        if headers.iter().all(|h| h.producer_id < 0) {
+            return Ok(None);
+        }
+        let producers = self.producers.borrow();
+        if let [only] = headers.as_slice() {
+            return match producers.check(only)? {
+                Verdict::Append => Ok(None),
+                Verdict::Duplicate(meta) => Ok(Some(meta.base_offset)),
+            };
+        }
+        // Several batches (not sent by Kafka clients, which put one batch per partition):
+        // each is checked against the state the previous ones leave.
+        let mut tentative = producers.clone();
+        let mut next_offset = self.state.borrow().high_watermark;
+        for header in headers {
+            match tentative.check(&header)? {
+                Verdict::Append => {}
+                Verdict::Duplicate(_) => {
+                    return Err(LogError::DuplicateSequence {
+                        producer_id: header.producer_id,
+                    });
+                }
+            }
+            let placed = BatchHeader {
+                base_offset: next_offset,
+                ..header
+            };
+            next_offset = placed.next_offset();
+            tentative.on_written(&placed);
+        }
+        Ok(None)
     }
 
     /// Copies the record set into a write buffer and stamps offsets and the leader epoch.
@@ -122,6 +171,8 @@ impl PartitionLog {
         self.mark_synced(covered_seq);
         let old = self.state.borrow().segments.len() - 1;
         self.persist_indexes(old).await?;
+        // Everything below `base_offset` is durable now, so the snapshot may describe it.
+        self.write_producer_snapshot().await?;
         let file = Rc::new(SegmentFile::open(&self.segment_log_path(base_offset)).await?);
         file::sync_dir(&self.dir).await?;
         let segment = Segment::new(base_offset, file, now_ms());

@@ -16,6 +16,7 @@ mod append;
 pub mod file;
 mod index;
 mod notify;
+mod producer;
 mod read;
 mod recovery;
 mod segment;
@@ -88,6 +89,22 @@ pub enum LogError {
     Closed,
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    #[error("producer {producer_id}: expected sequence {expected}, got {got}")]
+    OutOfOrderSequence {
+        producer_id: i64,
+        expected: i32,
+        got: i32,
+    },
+    #[error(
+        "producer {producer_id}: epoch {epoch} is older than the current epoch {current_epoch}"
+    )]
+    InvalidProducerEpoch {
+        producer_id: i64,
+        epoch: i16,
+        current_epoch: i16,
+    },
+    #[error("producer {producer_id}: a retried batch arrived inside a multi-batch record set")]
+    DuplicateSequence { producer_id: i64 },
 }
 
 /// What an append answers.
@@ -174,6 +191,8 @@ pub struct PartitionLog {
     /// Fires whenever the write lock is released (however the write ended), a queued append
     /// gives up, or a sync ends: what waiting `sync_through` callers re-check on.
     progress: Rc<Notify>,
+    /// Idempotent producers' epochs and last batches; checked and updated under `write_lock`.
+    producers: RefCell<producer::ProducerStateTable>,
 }
 
 fn now_ms() -> i64 {
@@ -220,7 +239,8 @@ impl PartitionLog {
         }
         file::sync_dir(&dir).await?;
         let high_watermark = segments.last().expect("at least one segment").next_offset;
-        tracing::debug!(dir = %dir.display(), clean, high_watermark, "log opened");
+        let producers = recovery::load_producers(&dir, &segments, high_watermark).await?;
+        tracing::debug!(dir = %dir.display(), clean, high_watermark, producers = producers.len(), "log opened");
         let progress = Rc::new(Notify::default());
         Ok(Rc::new(PartitionLog {
             dir,
@@ -235,6 +255,7 @@ impl PartitionLog {
             appended: Rc::new(Notify::default()),
             sync: SyncState::default(),
             progress,
+            producers: RefCell::new(producers),
         }))
     }
 
@@ -336,6 +357,7 @@ impl PartitionLog {
         for i in 0..count {
             self.persist_indexes(i).await?;
         }
+        self.write_producer_snapshot().await?;
         let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
         file::replace_small_file(&marker, Vec::new()).await?;
         file::sync_dir(&self.dir).await?;
@@ -371,6 +393,18 @@ impl PartitionLog {
         file::replace_small_file(&index_path, index).await?;
         file::replace_small_file(&time_index_path, time_index).await?;
         self.state.borrow_mut().segments[i].index_dirty = false;
+        Ok(())
+    }
+
+    /// Persists the producer table as of the high watermark. Called with the write lock held,
+    /// after a sync covering everything below the high watermark (roll, close): the snapshot
+    /// never describes batches a crash could take away.
+    async fn write_producer_snapshot(&self) -> Result<(), LogError> {
+        let bytes = {
+            let next_offset = self.state.borrow().high_watermark;
+            self.producers.borrow().encode(next_offset)
+        };
+        file::replace_small_file(&self.dir.join(producer::SNAPSHOT_FILE), bytes).await?;
         Ok(())
     }
 

@@ -10,6 +10,8 @@ use std::rc::Rc;
 use super::LogError;
 use super::file::{self, SegmentFile};
 use super::index::{INDEX_FILE_SIZE_MAX_BYTES, OffsetIndex, TimeIndex};
+use super::producer::{ProducerStateTable, SNAPSHOT_FILE, SNAPSHOT_SIZE_MAX_BYTES};
+use super::read::HeaderReader;
 use super::segment::{INDEX_SUFFIX, Segment, TIME_INDEX_SUFFIX};
 use crate::limits::REQUEST_SIZE_MAX_BYTES;
 use crate::protocol::batch::{BATCH_HEADER_BYTES, BatchHeader, BatchHeaders, MAGIC_V2, check_crc};
@@ -243,4 +245,50 @@ fn check_stored_batch(
         return Err("CRC-32C mismatch");
     }
     Ok(())
+}
+
+/// Rebuilds the idempotent producer table: the snapshot (if whole and not past the log end),
+/// then every batch header from its offset (or the log start) to the high watermark.
+pub(crate) async fn load_producers(
+    dir: &Path,
+    segments: &[Segment],
+    high_watermark: i64,
+) -> Result<ProducerStateTable, LogError> {
+    let path = dir.join(SNAPSHOT_FILE);
+    let snapshot = match file::read_small_file(&path, SNAPSHOT_SIZE_MAX_BYTES).await {
+        Ok(Some(bytes)) => ProducerStateTable::decode(&bytes),
+        Ok(None) => None,
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => None,
+        Err(e) => return Err(e.into()),
+    };
+    let log_start = segments[0].base_offset;
+    let (mut table, from) = match snapshot {
+        Some((table, offset)) if offset <= high_watermark => (table, offset.max(log_start)),
+        other => {
+            if other.is_some() {
+                tracing::warn!(path = %path.display(), "producer snapshot is past the log end; rescanning");
+            }
+            (ProducerStateTable::default(), log_start)
+        }
+    };
+    for segment in segments.iter().filter(|s| s.next_offset > from) {
+        let mut reader = HeaderReader::new(Rc::clone(&segment.file), segment.size_bytes);
+        let mut position = if from > segment.base_offset {
+            segment
+                .index
+                .lookup(segment.relative(from))
+                .map_or(0, |e| u64::from(e.position))
+        } else {
+            0
+        };
+        while position < reader.size_bytes() {
+            let header = reader.header_at(position).await?;
+            if header.last_offset() >= from {
+                table.on_written(&header);
+            }
+            position += header.total_bytes() as u64;
+            file::yield_if_needed().await;
+        }
+    }
+    Ok(table)
 }

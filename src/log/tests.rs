@@ -569,3 +569,146 @@ fn garbage_after_the_last_batch_is_truncated() {
         );
     }
 }
+
+/// A batch of `records` records from producer `pid` at `epoch`, first sequence `seq`.
+fn idempotent_batch(pid: i64, epoch: i16, seq: i32, records: usize) -> Bytes {
+    let timestamps: Vec<i64> = (0..records as i64).map(|i| 1_000 + i).collect();
+    let mut b = fixtures::batch(&timestamps, Compression::None, 20);
+    b[43..51].copy_from_slice(&pid.to_be_bytes());
+    b[51..53].copy_from_slice(&epoch.to_be_bytes());
+    b[53..57].copy_from_slice(&seq.to_be_bytes());
+    // The producer fields lie inside the CRC (attributes..end).
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(b)
+}
+
+#[test]
+fn idempotent_retries_get_original_offsets_and_gaps_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    run_local(async {
+        let log = open(dir.path(), &small_config()).await;
+        let a = log
+            .append(idempotent_batch(5, 0, 0, 3), Acks::All)
+            .await
+            .unwrap();
+        let b = log
+            .append(idempotent_batch(5, 0, 3, 2), Acks::All)
+            .await
+            .unwrap();
+        assert_eq!((a.base_offset, b.base_offset), (Offset(0), Offset(3)));
+        // Retries of both: the original offsets, nothing written.
+        let again = log
+            .append(idempotent_batch(5, 0, 0, 3), Acks::All)
+            .await
+            .unwrap();
+        assert_eq!(again.base_offset, Offset(0));
+        let again = log
+            .append(idempotent_batch(5, 0, 3, 2), Acks::Leader)
+            .await
+            .unwrap();
+        assert_eq!(again.base_offset, Offset(3));
+        assert_eq!(log.high_watermark(), Offset(5));
+        assert!(matches!(
+            log.append(idempotent_batch(5, 0, 9, 1), Acks::All).await,
+            Err(LogError::OutOfOrderSequence {
+                expected: 5,
+                got: 9,
+                ..
+            })
+        ));
+        assert!(matches!(
+            log.append(idempotent_batch(5, 1, 4, 1), Acks::All).await,
+            Err(LogError::OutOfOrderSequence { .. })
+        ));
+        log.append(idempotent_batch(5, 1, 0, 1), Acks::All)
+            .await
+            .unwrap();
+        assert!(matches!(
+            log.append(idempotent_batch(5, 0, 5, 1), Acks::All).await,
+            Err(LogError::InvalidProducerEpoch { .. })
+        ));
+        // Non-idempotent batches are untouched by all this.
+        log.append(batch(1, 10), Acks::All).await.unwrap();
+        assert_eq!(log.high_watermark(), Offset(7));
+    });
+}
+
+/// Producer state after reopening `dir` must recognise every batch of `written` as a
+/// duplicate (with its offset) and accept the next sequence.
+async fn assert_producer_state_survived(dir: &Path, written: &[(i32, i64)], next_seq: i32) {
+    let log = open(dir, &small_config()).await;
+    let hw = log.high_watermark();
+    for &(seq, offset) in written.iter().rev().take(5) {
+        let info = log
+            .append(idempotent_batch(9, 0, seq, 2), Acks::All)
+            .await
+            .unwrap();
+        assert_eq!(info.base_offset, Offset(offset), "retry of seq {seq}");
+    }
+    assert_eq!(log.high_watermark(), hw, "retries write nothing");
+    assert!(matches!(
+        log.append(idempotent_batch(9, 0, next_seq + 2, 2), Acks::All)
+            .await,
+        Err(LogError::OutOfOrderSequence { .. })
+    ));
+    let info = log
+        .append(idempotent_batch(9, 0, next_seq, 2), Acks::All)
+        .await
+        .unwrap();
+    assert_eq!(info.base_offset, hw);
+}
+
+#[test]
+fn producer_state_survives_clean_close_crash_and_rolls() {
+    for (crash, batches) in [(false, 3), (true, 3), (false, 30), (true, 30)] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut written = Vec::new();
+        run_local(async {
+            let log = open(dir.path(), &small_config()).await;
+            for i in 0..batches {
+                let info = log
+                    .append(idempotent_batch(9, 0, i * 2, 2), Acks::All)
+                    .await
+                    .unwrap();
+                written.push((i * 2, info.base_offset.value()));
+            }
+            if !crash {
+                log.close().await.unwrap();
+            }
+        });
+        if batches == 30 {
+            assert!(segment_files(dir.path(), ".log").len() > 1, "rolled");
+        }
+        run_local(assert_producer_state_survived(
+            dir.path(),
+            &written,
+            batches * 2,
+        ));
+    }
+}
+
+#[test]
+fn a_damaged_or_future_producer_snapshot_falls_back_to_a_scan() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut written = Vec::new();
+    run_local(async {
+        let log = open(dir.path(), &small_config()).await;
+        for i in 0..30 {
+            let info = log
+                .append(idempotent_batch(9, 0, i * 2, 2), Acks::All)
+                .await
+                .unwrap();
+            written.push((i * 2, info.base_offset.value()));
+        }
+        log.close().await.unwrap();
+    });
+    let snapshot = dir.path().join(producer::SNAPSHOT_FILE);
+    std::fs::write(&snapshot, b"garbage").unwrap();
+    run_local(assert_producer_state_survived(dir.path(), &written, 60));
+    // A snapshot claiming offsets past the log end (as if the tail were lost) is ignored too.
+    let table = producer::ProducerStateTable::default();
+    std::fs::write(&snapshot, table.encode(1_000_000)).unwrap();
+    written.push((60, 60));
+    run_local(assert_producer_state_survived(dir.path(), &written, 62));
+}
