@@ -39,7 +39,13 @@ fn random_ms(seed: &mut u64, low: u64, high: u64) -> u64 {
     low + *seed % (high - low)
 }
 
-async fn produce_until_stopped(bootstrap: String, id: usize, round: u32, acked: Acked, stop: Arc<AtomicBool>) {
+async fn produce_until_stopped(
+    bootstrap: String,
+    id: usize,
+    round: u32,
+    acked: Acked,
+    stop: Arc<AtomicBool>,
+) {
     let producer: FutureProducer = kafka::config(&bootstrap)
         .set("enable.idempotence", "true")
         .set("acks", "all")
@@ -54,7 +60,9 @@ async fn produce_until_stopped(bootstrap: String, id: usize, round: u32, acked: 
         for _ in 0..20 {
             let value = format!("p{id}-r{round}-{i:08}-{}", "x".repeat((i % 97) as usize));
             i += 1;
-            let record = FutureRecord::<(), _>::to(TOPIC).partition(partition).payload(&value);
+            let record = FutureRecord::<(), _>::to(TOPIC)
+                .partition(partition)
+                .payload(&value);
             match producer.send_result(record) {
                 Ok(d) => deliveries.push((value, d)),
                 Err(_) => break,
@@ -88,7 +96,8 @@ fn commit_until_stopped(bootstrap: String, last: Arc<AtomicI64>, stop: Arc<Atomi
     let mut next = last.load(Ordering::SeqCst) + 1;
     while !stop.load(Ordering::SeqCst) {
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(TOPIC, 0, Offset::Offset(next)).unwrap();
+        tpl.add_partition_offset(TOPIC, 0, Offset::Offset(next))
+            .unwrap();
         if consumer.commit(&tpl, CommitMode::Sync).is_ok() {
             last.store(next, Ordering::SeqCst);
             next += 1;
@@ -129,7 +138,10 @@ async fn verify(broker: &Broker, acked: &Acked, round: u32) {
             .await
             .unwrap();
         for (i, (offset, _)) in records.iter().enumerate() {
-            assert_eq!(*offset, i as i64, "round {round}: offsets of {TOPIC}-{partition} are contiguous");
+            assert_eq!(
+                *offset, i as i64,
+                "round {round}: offsets of {TOPIC}-{partition} are contiguous"
+            );
         }
         let high = records.len() as i64;
         let mut checked = 0;
@@ -137,20 +149,39 @@ async fn verify(broker: &Broker, acked: &Acked, round: u32) {
             if *p != partition {
                 continue;
             }
-            assert!(*offset < high, "round {round}: acked offset {offset} of partition {p} lost (high {high})");
-            assert_eq!(&records[*offset as usize].1, value, "round {round}: bytes at {p}/{offset}");
+            assert!(
+                *offset < high,
+                "round {round}: acked offset {offset} of partition {p} lost (high {high})"
+            );
+            assert_eq!(
+                &records[*offset as usize].1, value,
+                "round {round}: bytes at {p}/{offset}"
+            );
             checked += 1;
         }
         // A fresh produce lands right at the old high watermark.
-        let producer: FutureProducer = kafka::config(&bootstrap).set("acks", "all").create().unwrap();
+        let producer: FutureProducer = kafka::config(&bootstrap)
+            .set("acks", "all")
+            .create()
+            .unwrap();
         let value = format!("probe-r{round}-{partition}");
         let delivery = producer
-            .send(FutureRecord::<(), _>::to(TOPIC).partition(partition).payload(&value), Duration::from_secs(30))
+            .send(
+                FutureRecord::<(), _>::to(TOPIC)
+                    .partition(partition)
+                    .payload(&value),
+                Duration::from_secs(30),
+            )
             .await
             .map_err(|(e, _)| e)
             .expect("probe produce");
-        assert_eq!(delivery.offset, high, "round {round}: producing continues at the old high watermark");
-        eprintln!("round {round}: partition {partition}: {high} records, {checked} acked ones checked");
+        assert_eq!(
+            delivery.offset, high,
+            "round {round}: producing continues at the old high watermark"
+        );
+        eprintln!(
+            "round {round}: partition {partition}: {high} records, {checked} acked ones checked"
+        );
     }
 }
 
@@ -165,7 +196,15 @@ async fn acknowledged_records_and_commits_survive_sigkill() {
     for round in 0..iterations() {
         let stop = Arc::new(AtomicBool::new(false));
         let producers: Vec<_> = (0..PRODUCERS)
-            .map(|id| tokio::spawn(produce_until_stopped(bootstrap.clone(), id, round, acked.clone(), stop.clone())))
+            .map(|id| {
+                tokio::spawn(produce_until_stopped(
+                    bootstrap.clone(),
+                    id,
+                    round,
+                    acked.clone(),
+                    stop.clone(),
+                ))
+            })
             .collect();
         let committer = {
             let (b, last, stop) = (bootstrap.clone(), last_commit.clone(), stop.clone());
@@ -186,11 +225,17 @@ async fn acknowledged_records_and_commits_survive_sigkill() {
         assert!(commit_acked >= commit_before_kill);
         verify(&broker, &acked, round).await;
         let committed = committed(&bootstrap);
-        assert!(commit_acked > 0, "round {round}: some commit was acknowledged");
+        assert!(
+            commit_acked > 0,
+            "round {round}: some commit was acknowledged"
+        );
         assert!(
             committed == commit_acked || committed == commit_before_kill + 1,
             "round {round}: committed {committed}, last acknowledged {commit_acked}, before kill {commit_before_kill}"
         );
-        eprintln!("round {round}: {} acked records so far, commit {committed}", acked.lock().unwrap().len());
+        eprintln!(
+            "round {round}: {} acked records so far, commit {committed}",
+            acked.lock().unwrap().len()
+        );
     }
 }

@@ -33,8 +33,13 @@ async fn idempotent_producer_survives_sigkill_exactly_once_in_order() {
             let mut deliveries = Vec::new();
             for i in 0..MESSAGES {
                 let value = format!("value-{i:06}");
-                let record = FutureRecord::<(), _>::to("idem").partition(0).payload(&value);
-                let delivery = producer.send_result(record).map_err(|(e, _)| e).expect("enqueue");
+                let record = FutureRecord::<(), _>::to("idem")
+                    .partition(0)
+                    .payload(&value);
+                let delivery = producer
+                    .send_result(record)
+                    .map_err(|(e, _)| e)
+                    .expect("enqueue");
                 let acked = acked.clone();
                 deliveries.push(tokio::spawn(async move {
                     let result = delivery.await.expect("delivery not cancelled");
@@ -64,12 +69,22 @@ async fn idempotent_producer_survives_sigkill_exactly_once_in_order() {
         .await
         .unwrap();
     let by_value: HashMap<&[u8], i64> = records.iter().map(|(o, v)| (v.as_slice(), *o)).collect();
-    assert_eq!(by_value.len(), records.len(), "a value appears twice in the log");
+    assert_eq!(
+        by_value.len(),
+        records.len(),
+        "a value appears twice in the log"
+    );
     let mut last = -1;
     for (i, result) in offsets.iter().enumerate() {
-        let offset = result.as_ref().unwrap_or_else(|e| panic!("message {i} failed: {e}"));
+        let offset = result
+            .as_ref()
+            .unwrap_or_else(|e| panic!("message {i} failed: {e}"));
         let value = format!("value-{i:06}");
-        assert_eq!(by_value.get(value.as_bytes()), Some(offset), "message {i} at its acked offset");
+        assert_eq!(
+            by_value.get(value.as_bytes()),
+            Some(offset),
+            "message {i} at its acked offset"
+        );
         assert!(*offset > last, "message {i} in order");
         last = *offset;
     }
@@ -111,7 +126,10 @@ mod raw {
             })
             .collect();
         let mut buf = BytesMut::new();
-        let options = RecordEncodeOptions { version: 2, compression: Compression::None };
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        };
         RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
         buf.freeze()
     }
@@ -126,7 +144,9 @@ mod raw {
                 TopicProduceData::default()
                     .with_name(TopicName(StrBytes::from_static_str("raw")))
                     .with_partition_data(vec![
-                        PartitionProduceData::default().with_index(0).with_records(Some(records)),
+                        PartitionProduceData::default()
+                            .with_index(0)
+                            .with_records(Some(records)),
                     ]),
             ]);
         // Like a client, retry on a reset: right after a restart the first connections may be
@@ -170,7 +190,11 @@ mod raw {
             &mut s,
             ApiKey::InitProducerId,
             4,
-            &InitProducerIdRequest::default().with_transactional_id(None).with_transaction_timeout_ms(60_000).with_producer_id((-1).into()).with_producer_epoch(-1),
+            &InitProducerIdRequest::default()
+                .with_transactional_id(None)
+                .with_transaction_timeout_ms(60_000)
+                .with_producer_id((-1).into())
+                .with_producer_epoch(-1),
         );
         assert_eq!(init.error_code, 0);
         let (pid, epoch) = (init.producer_id.0, init.producer_epoch);
@@ -185,16 +209,28 @@ mod raw {
         // After the crash (no snapshot: state comes from the header scan) both are known.
         assert_eq!(produce(&broker, port, batch(pid, epoch, 3, 2)), (0, 3));
         assert_eq!(produce(&broker, port, batch(pid, epoch, 0, 3)), (0, 0));
-        assert_eq!(produce(&broker, port, batch(pid, epoch, 9, 1)).0, 45, "gap: OUT_OF_ORDER_SEQUENCE_NUMBER");
+        assert_eq!(
+            produce(&broker, port, batch(pid, epoch, 9, 1)).0,
+            45,
+            "gap: OUT_OF_ORDER_SEQUENCE_NUMBER"
+        );
         assert_eq!(produce(&broker, port, batch(pid, epoch, 5, 1)), (0, 5));
 
         broker.stop();
         broker.restart();
         // After a clean stop (state from the snapshot).
         assert_eq!(produce(&broker, port, batch(pid, epoch, 5, 1)), (0, 5));
-        assert_eq!(produce(&broker, port, batch(pid, epoch + 1, 4, 1)).0, 45, "new epoch starts at 0");
+        assert_eq!(
+            produce(&broker, port, batch(pid, epoch + 1, 4, 1)).0,
+            45,
+            "new epoch starts at 0"
+        );
         assert_eq!(produce(&broker, port, batch(pid, epoch + 1, 0, 1)), (0, 6));
-        assert_eq!(produce(&broker, port, batch(pid, epoch, 6, 1)).0, 47, "INVALID_PRODUCER_EPOCH");
+        assert_eq!(
+            produce(&broker, port, batch(pid, epoch, 6, 1)).0,
+            47,
+            "INVALID_PRODUCER_EPOCH"
+        );
         let high = super::read::high_watermark(&broker.bootstrap(), "raw", 0);
         assert_eq!(high, 7, "no retry was written twice");
     }

@@ -19,6 +19,7 @@ mod notify;
 mod producer;
 mod read;
 mod recovery;
+mod retention;
 mod segment;
 
 use std::cell::{Cell, RefCell};
@@ -138,6 +139,8 @@ struct LogState {
     /// Next offset to be written; every batch below is whole on disk (page cache at least).
     high_watermark: i64,
     closed: bool,
+    /// Log start offset set by DeleteRecords (persisted), or -1; see `log_start()`.
+    log_start_explicit: i64,
 }
 
 impl LogState {
@@ -239,6 +242,7 @@ impl PartitionLog {
         }
         file::sync_dir(&dir).await?;
         let high_watermark = segments.last().expect("at least one segment").next_offset;
+        let log_start_explicit = retention::load_log_start(&dir).await?.min(high_watermark);
         let producers = recovery::load_producers(&dir, &segments, high_watermark).await?;
         tracing::debug!(dir = %dir.display(), clean, high_watermark, producers = producers.len(), "log opened");
         let progress = Rc::new(Notify::default());
@@ -250,6 +254,7 @@ impl PartitionLog {
                 segments,
                 high_watermark,
                 closed: false,
+                log_start_explicit,
             }),
             write_lock: FifoLock::new(Rc::clone(&progress)),
             appended: Rc::new(Notify::default()),
@@ -279,7 +284,7 @@ impl PartitionLog {
     }
 
     pub fn log_start_offset(&self) -> Offset {
-        Offset(self.state.borrow().segments[0].base_offset)
+        Offset(self.state.borrow().log_start())
     }
 
     /// The partition's current settings.

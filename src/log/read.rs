@@ -161,7 +161,7 @@ impl PartitionLog {
     ) -> Result<ReadSlice, LogError> {
         let (mut i, segment_count) = {
             let state = self.state.borrow();
-            let log_start = state.segments[0].base_offset;
+            let log_start = state.log_start();
             if from < log_start || from > state.high_watermark {
                 return Err(LogError::OffsetOutOfRange {
                     requested: Offset(from),

@@ -712,3 +712,119 @@ fn a_damaged_or_future_producer_snapshot_falls_back_to_a_scan() {
     written.push((60, 60));
     run_local(assert_producer_state_survived(dir.path(), &written, 62));
 }
+
+#[test]
+fn retention_deletes_old_and_excess_segments_but_never_the_active_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    run_local(async {
+        let config = LogConfig {
+            retention_ms: -1,
+            ..small_config()
+        };
+        let log = open(dir.path(), &config).await;
+        // Timestamps 1_000.. : ten segments or so of ~180-byte batches.
+        for i in 0..40 {
+            log.append(batch(1_000 + i * 100, 100), Acks::Leader)
+                .await
+                .unwrap();
+        }
+        let segments = segment_files(dir.path(), ".log").len();
+        assert!(segments >= 5, "{segments} segments");
+        assert_eq!(
+            log.enforce_retention(1_000_000).await.unwrap(),
+            0,
+            "retention.ms -1 keeps all"
+        );
+
+        // By time: segments whose newest batch is older than now - retention.ms.
+        log.set_config(LogConfig {
+            retention_ms: 1_000,
+            ..config.clone()
+        });
+        let now = 1_000 + 20 * 100 + 1_000; // batches with timestamp < 2_000+... expire
+        let deleted = log.enforce_retention(now).await.unwrap();
+        assert!(deleted > 0);
+        let start = log.log_start_offset().value();
+        assert!(start > 0 && start <= 20, "log start {start}");
+        assert_eq!(segment_files(dir.path(), ".log").len(), segments - deleted);
+        assert!(matches!(
+            log.read(Offset(start - 1), 1 << 20).await,
+            Err(LogError::OffsetOutOfRange { .. })
+        ));
+        let (_, headers) = read_bytes(&log, start, u64::MAX).await;
+        assert_eq!(headers.first().unwrap().base_offset, start);
+
+        // Everything expired: the active segment stays.
+        log.enforce_retention(i64::MAX / 2).await.unwrap();
+        assert_eq!(segment_files(dir.path(), ".log").len(), 1);
+        assert_eq!(log.high_watermark(), Offset(40));
+
+        // By size: keep at most ~2 segments' worth.
+        for i in 40..80 {
+            log.append(batch(1_000 + i, 100), Acks::Leader)
+                .await
+                .unwrap();
+        }
+        log.set_config(LogConfig {
+            retention_ms: -1,
+            retention_bytes: 1_500,
+            ..config.clone()
+        });
+        log.enforce_retention(0).await.unwrap();
+        let kept: u64 = segment_files(dir.path(), ".log")
+            .iter()
+            .map(|p| std::fs::metadata(p).unwrap().len())
+            .sum();
+        assert!(kept <= 1_500 + 1_000, "kept {kept} bytes");
+        let start = log.log_start_offset();
+        log.close().await.unwrap();
+        let log = open(dir.path(), &config).await;
+        assert_eq!(
+            log.log_start_offset(),
+            start,
+            "a restart keeps the log start"
+        );
+    });
+}
+
+#[test]
+fn delete_records_moves_and_persists_the_log_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    run_local(async {
+        let config = LogConfig {
+            retention_ms: -1,
+            ..small_config()
+        };
+        let log = open(dir.path(), &config).await;
+        for i in 0..40 {
+            log.append(batch(i, 100), Acks::All).await.unwrap();
+        }
+        let before = segment_files(dir.path(), ".log").len();
+        assert_eq!(
+            log.delete_records_before(Offset(25)).await.unwrap(),
+            Offset(25)
+        );
+        assert_eq!(log.log_start_offset(), Offset(25));
+        assert!(segment_files(dir.path(), ".log").len() < before);
+        assert!(log.read(Offset(24), 1 << 20).await.is_err());
+        let (_, headers) = read_bytes(&log, 25, u64::MAX).await;
+        assert!(headers[0].base_offset <= 25 && headers[0].last_offset() >= 25);
+        // Lower than the current start: no change. Past the high watermark: refused.
+        assert_eq!(
+            log.delete_records_before(Offset(3)).await.unwrap(),
+            Offset(25)
+        );
+        assert!(log.delete_records_before(Offset(41)).await.is_err());
+        drop(log); // crash: no clean close
+        let log = open(dir.path(), &config).await;
+        assert_eq!(log.log_start_offset(), Offset(25));
+        // Up to the high watermark empties the log but keeps the active segment.
+        assert_eq!(
+            log.delete_records_before(Offset(40)).await.unwrap(),
+            Offset(40)
+        );
+        assert_eq!(log.log_start_offset(), Offset(40));
+        let info = log.append(batch(99, 10), Acks::All).await.unwrap();
+        assert_eq!(info.base_offset, Offset(40));
+    });
+}

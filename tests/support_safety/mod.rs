@@ -26,7 +26,11 @@ fn free_port_range() -> u16 {
             .unwrap()
             .as_nanos() as u64;
     for attempt in 0..1000u64 {
-        let base = 20_000 + ((seed.wrapping_mul(6364136223846793005).wrapping_add(attempt * 7919)) % 40_000) as u16;
+        let base = 20_000
+            + ((seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(attempt * 7919))
+                % 40_000) as u16;
         let all_free = (0..=SHARDS).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok());
         if all_free {
             return base;
@@ -70,8 +74,9 @@ impl Broker {
 
     fn spawn(&mut self) {
         self.starts += 1;
-        let log = std::fs::File::create(self.dir.path().join(format!("broker-{}.log", self.starts)))
-            .expect("log file");
+        let log =
+            std::fs::File::create(self.dir.path().join(format!("broker-{}.log", self.starts)))
+                .expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_sable"))
             .arg("--shards")
             .arg(SHARDS.to_string())
@@ -80,7 +85,10 @@ impl Broker {
             .arg("--data-dir")
             .arg(self.data_dir())
             .args(&self.extra_args)
-            .env("RUST_LOG", std::env::var("SABLE_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("SABLE_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)
             .spawn()
@@ -98,7 +106,11 @@ impl Broker {
                 if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                     panic!("sable exited during start: {status}; log:\n{}", self.log());
                 }
-                assert!(Instant::now() < deadline, "sable did not start; log:\n{}", self.log());
+                assert!(
+                    Instant::now() < deadline,
+                    "sable did not start; log:\n{}",
+                    self.log()
+                );
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
@@ -186,14 +198,22 @@ pub mod kafka {
         c
     }
 
-    pub async fn create_topic(bootstrap: &str, name: &str, partitions: i32, configs: &[(&str, &str)]) {
+    pub async fn create_topic(
+        bootstrap: &str,
+        name: &str,
+        partitions: i32,
+        configs: &[(&str, &str)],
+    ) {
         let admin: AdminClient<DefaultClientContext> = config(bootstrap).create().expect("admin");
         let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
         for (k, v) in configs {
             topic = topic.set(k, v);
         }
         let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-        let results = admin.create_topics(&[topic], &opts).await.expect("create_topics");
+        let results = admin
+            .create_topics(&[topic], &opts)
+            .await
+            .expect("create_topics");
         for r in results {
             r.expect("topic created");
         }
@@ -218,7 +238,10 @@ pub mod read {
             match consumer.fetch_watermarks(topic, partition, Duration::from_secs(5)) {
                 Ok((_, high)) => return high,
                 Err(e) => {
-                    assert!(Instant::now() < deadline, "watermarks of {topic}-{partition}: {e}");
+                    assert!(
+                        Instant::now() < deadline,
+                        "watermarks of {topic}-{partition}: {e}"
+                    );
                     std::thread::sleep(Duration::from_millis(100));
                 }
             }
@@ -241,7 +264,11 @@ pub mod read {
         let mut out = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(60);
         while out.last().map_or(0, |(o, _)| o + 1) < high {
-            assert!(Instant::now() < deadline, "read {} of {high} records", out.len());
+            assert!(
+                Instant::now() < deadline,
+                "read {} of {high} records",
+                out.len()
+            );
             match consumer.poll(Duration::from_millis(500)) {
                 Some(Ok(m)) => out.push((m.offset(), m.payload().unwrap_or_default().to_vec())),
                 Some(Err(e)) => eprintln!("consumer error (retrying): {e}"),
@@ -270,7 +297,12 @@ pub mod wire {
     }
 
     /// A whole frame (length prefix included) for `body` at `version`.
-    pub fn frame<T: Encodable>(key: ApiKey, version: i16, correlation_id: i32, body: &T) -> Vec<u8> {
+    pub fn frame<T: Encodable>(
+        key: ApiKey,
+        version: i16,
+        correlation_id: i32,
+        body: &T,
+    ) -> Vec<u8> {
         let mut b = BytesMut::new();
         RequestHeader::default()
             .with_request_api_key(key as i16)
@@ -286,7 +318,11 @@ pub mod wire {
     }
 
     /// Reads one response frame: (correlation id, body after the header).
-    pub fn read_response(s: &mut TcpStream, key: ApiKey, version: i16) -> std::io::Result<(i32, Bytes)> {
+    pub fn read_response(
+        s: &mut TcpStream,
+        key: ApiKey,
+        version: i16,
+    ) -> std::io::Result<(i32, Bytes)> {
         let mut len = [0u8; 4];
         s.read_exact(&mut len)?;
         let len = i32::from_be_bytes(len);
@@ -294,7 +330,11 @@ pub mod wire {
         let mut body = vec![0u8; len as usize];
         s.read_exact(&mut body)?;
         let correlation_id = i32::from_be_bytes(body[..4].try_into().unwrap());
-        let skip = if key.response_header_version(version) >= 1 { 5 } else { 4 };
+        let skip = if key.response_header_version(version) >= 1 {
+            5
+        } else {
+            4
+        };
         Ok((correlation_id, Bytes::from(body).slice(skip..)))
     }
 
