@@ -93,6 +93,32 @@ pub struct Config {
         default_value_t = 3000
     )]
     pub group_initial_rebalance_delay_ms: u64,
+
+    /// How often each shard deletes segments past retention.ms / retention.bytes, in ms
+    /// (Kafka: log.retention.check.interval.ms).
+    #[arg(
+        long,
+        env = "SABLE_LOG_RETENTION_CHECK_INTERVAL_MS",
+        default_value_t = 300_000
+    )]
+    pub log_retention_check_interval_ms: u64,
+
+    /// Most client connections one shard serves at once; each shard is a broker of its own, so
+    /// the process takes up to shards x this. Connections over it are closed right after accept
+    /// (Kafka: max.connections, per broker).
+    #[arg(long, env = "SABLE_MAX_CONNECTIONS", default_value_t = limits::CONNECTIONS_PER_SHARD_MAX_DEFAULT)]
+    pub max_connections: u32,
+
+    /// Most connections one shard serves from one client IP address; more are closed right
+    /// after accept (Kafka: max.connections.per.ip, default unlimited = 2147483647).
+    #[arg(long, env = "SABLE_MAX_CONNECTIONS_PER_IP", default_value_t = i32::MAX as u32)]
+    pub max_connections_per_ip: u32,
+
+    /// Bytes of request bodies one shard holds in memory (read and not yet answered). A request
+    /// that would go over waits for others to finish: backpressure, not memory growth
+    /// (Kafka: queued.max.request.bytes). At least --request-size-max-bytes.
+    #[arg(long, env = "SABLE_QUEUED_MAX_REQUEST_BYTES", default_value_t = limits::QUEUED_REQUEST_BYTES_MAX_DEFAULT)]
+    pub queued_max_request_bytes: u64,
 }
 
 impl Config {
@@ -130,6 +156,14 @@ impl Config {
         }
         if self.segment_bytes < 1024 {
             return Err("--segment-bytes must be at least 1024".into());
+        }
+        if self.queued_max_request_bytes < u64::from(self.request_size_max_bytes) {
+            return Err(
+                "--queued-max-request-bytes must be at least --request-size-max-bytes".into(),
+            );
+        }
+        if self.log_retention_check_interval_ms == 0 {
+            return Err("--log-retention-check-interval-ms must be at least 1".into());
         }
         Ok(())
     }

@@ -29,7 +29,12 @@ pub const FETCH_WAIT_MAX_MS: i32 = 30_000;
 pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
 /// Allocations at least this large are served by a lazily-committed mapping (see `alloc`).
 pub const ALLOC_LAZY_MIN_BYTES: usize = 64 << 20;
+/// Client connections one shard serves at once by default. Kafka: max.connections.
+pub const CONNECTIONS_PER_SHARD_MAX_DEFAULT: u32 = 10_000;
+/// Request body bytes one shard holds by default. Kafka: queued.max.request.bytes.
+pub const QUEUED_REQUEST_BYTES_MAX_DEFAULT: u64 = 512 << 20;
 
 const _: () = assert!(SENDFILE_CHUNK_MAX_BYTES <= REQUEST_SIZE_MAX_BYTES);
 const _: () = assert!((INDEX_INTERVAL_BYTES as u64) < SEGMENT_SIZE_DEFAULT_BYTES);
 const _: () = assert!(MESSAGE_SIZE_MAX_BYTES_DEFAULT < REQUEST_SIZE_MAX_BYTES);
+const _: () = assert!(QUEUED_REQUEST_BYTES_MAX_DEFAULT >= REQUEST_SIZE_MAX_BYTES as u64);

@@ -214,6 +214,12 @@ async fn shard_main(
     let bootstrap = config.listen;
     let own = SocketAddr::new(bootstrap.ip(), config.shard_port(me.index()));
     let gate = Rc::new(Gate::new());
+    let limits = crate::net::ConnectionLimits::new(
+        config.max_connections,
+        config.max_connections_per_ip,
+        config.queued_max_request_bytes,
+    );
+    spawn_log_tasks(&ctx, stop.clone());
     let mut accepts = Vec::new();
     for addr in [bootstrap, own] {
         let listener =
@@ -223,6 +229,7 @@ async fn shard_main(
             ctx.clone(),
             gate.clone(),
             stop.clone(),
+            limits.clone(),
         ));
     }
     info!(bootstrap = %bootstrap, port = own.port(), "serving");
@@ -243,7 +250,13 @@ async fn shard_main(
     Ok(())
 }
 
-async fn accept_loop(listener: TcpListener, ctx: Rc<Context>, gate: Rc<Gate>, stop: Stop) {
+async fn accept_loop(
+    listener: TcpListener,
+    ctx: Rc<Context>,
+    gate: Rc<Gate>,
+    stop: Stop,
+    limits: Rc<crate::net::ConnectionLimits>,
+) {
     let mut conn_id = 0u64;
     loop {
         match select(listener.accept().boxed_local(), stop.clone()).await {
@@ -253,9 +266,21 @@ async fn accept_loop(listener: TcpListener, ctx: Rc<Context>, gate: Rc<Gate>, st
                     .peer_addr()
                     .map(|a| a.to_string())
                     .unwrap_or_default();
+                let ip = stream
+                    .peer_addr()
+                    .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+                let slot = match limits.admit(ip) {
+                    Ok(slot) => slot,
+                    Err(why) => {
+                        warn!(peer = %peer, why, open = limits.open(), "connection refused");
+                        drop(stream);
+                        continue;
+                    }
+                };
                 let span = info_span!("conn", id = conn_id, peer = %peer);
-                let conn = crate::net::serve_connection(stream, ctx.clone(), stop.clone())
-                    .instrument(span);
+                let conn =
+                    crate::net::serve_limited_connection(stream, ctx.clone(), stop.clone(), slot)
+                        .instrument(span);
                 // Detached: the gate tracks the task until it finishes.
                 match gate.spawn(conn) {
                     Ok(task) => {
@@ -268,4 +293,53 @@ async fn accept_loop(listener: TcpListener, ctx: Rc<Context>, gate: Rc<Gate>, st
             Either::Right(_) => break,
         }
     }
+}
+
+/// The shard's periodic log work: background flush of acks=0/1 data every
+/// `--flush-interval-ms` (0: never) and retention every `--log-retention-check-interval-ms`.
+/// Both end when the shard stops; a partition closed meanwhile just does nothing.
+fn spawn_log_tasks(ctx: &Rc<Context>, stop: Stop) {
+    let flush_ms = ctx.config.flush_interval_ms;
+    if flush_ms > 0 {
+        let (ctx, stop) = (ctx.clone(), stop.clone());
+        spawn_local(async move {
+            while sleep_or_stop(Duration::from_millis(flush_ms), &stop).await {
+                let logs: Vec<_> = ctx.partitions.borrow().values().cloned().collect();
+                for log in logs {
+                    if let Err(e) = log.flush().await {
+                        warn!(error = %e, "background flush failed");
+                    }
+                }
+            }
+        })
+        .detach();
+    }
+    let retention_ms = ctx.config.log_retention_check_interval_ms;
+    let ctx = ctx.clone();
+    spawn_local(async move {
+        while sleep_or_stop(Duration::from_millis(retention_ms), &stop).await {
+            let logs: Vec<_> = ctx
+                .partitions
+                .borrow()
+                .iter()
+                .map(|(tp, log)| (tp.clone(), log.clone()))
+                .collect();
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            for (tp, log) in logs {
+                if let Err(e) = log.enforce_retention(now_ms).await {
+                    warn!(partition = %tp, error = %e, "retention failed");
+                }
+                glommio::yield_if_needed().await;
+            }
+        }
+    })
+    .detach();
+}
+
+/// Sleeps for `period`; false if the shard is stopping instead.
+async fn sleep_or_stop(period: Duration, stop: &Stop) -> bool {
+    let sleep = glommio::timer::sleep(period).boxed_local();
+    matches!(select(sleep, stop.clone()).await, Either::Left(_))
 }
