@@ -7,6 +7,7 @@
 pub mod api_versions;
 pub mod create_topics;
 pub mod delete_groups;
+pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_groups;
 pub mod error_code;
@@ -139,6 +140,7 @@ pub const SUPPORTED: &[(ApiKey, RangeInclusive<i16>)] = &[
     (ApiKey::DescribeGroups, describe_groups::VERSIONS),
     (ApiKey::DeleteGroups, delete_groups::VERSIONS),
     (ApiKey::OffsetDelete, offset_delete::VERSIONS),
+    (ApiKey::DeleteRecords, delete_records::VERSIONS),
 ];
 
 /// The versions actually served (decoded and answered) for a key.
@@ -197,8 +199,8 @@ pub async fn dispatch(
         ApiKey::DescribeGroups => describe_groups::serve(ctx, r, body).await.map(Some),
         ApiKey::DeleteGroups => delete_groups::serve(ctx, r, body).await.map(Some),
         ApiKey::OffsetDelete => offset_delete::serve(ctx, r, body).await.map(Some),
+        ApiKey::DeleteRecords => delete_records::serve(ctx, r, body).await.map(Some),
         ApiKey::SaslHandshake
-        | ApiKey::DeleteRecords
         | ApiKey::OffsetForLeaderEpoch
         | ApiKey::AddPartitionsToTxn
         | ApiKey::AddOffsetsToTxn

@@ -1,0 +1,160 @@
+//! Retention and DeleteRecords through the real binary: old segments go by retention.ms on the
+//! shard's periodic check, DeleteRecords moves the log start, and both survive restarts.
+
+mod support_safety;
+
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::delete_records_request::{
+    DeleteRecordsPartition, DeleteRecordsTopic,
+};
+use kafka_protocol::messages::{ApiKey, DeleteRecordsRequest, DeleteRecordsResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use support_safety::{Broker, files_in, kafka, wire};
+
+fn low_watermark(bootstrap: &str, topic: &str) -> i64 {
+    let consumer: BaseConsumer = kafka::config(bootstrap).create().unwrap();
+    consumer
+        .fetch_watermarks(topic, 0, Duration::from_secs(10))
+        .expect("watermarks")
+        .0
+}
+
+async fn produce(bootstrap: &str, topic: &str, count: usize, timestamp_ms: i64) {
+    let producer: FutureProducer = kafka::config(bootstrap)
+        .set("acks", "all")
+        .set("linger.ms", "0")
+        .create()
+        .unwrap();
+    for i in 0..count {
+        let value = format!("{i:0200}");
+        producer
+            .send(
+                FutureRecord::<(), _>::to(topic)
+                    .partition(0)
+                    .payload(&value)
+                    .timestamp(timestamp_ms),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("produce");
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_segments_are_deleted_by_retention_ms_and_the_start_survives_restart() {
+    let mut broker = Broker::start_with(&[
+        "--segment-bytes",
+        "2048",
+        "--retention-ms",
+        "60000",
+        "--log-retention-check-interval-ms",
+        "200",
+    ]);
+    let bootstrap = broker.bootstrap();
+    kafka::create_topic(&bootstrap, "old", 1, &[]).await;
+    produce(&bootstrap, "old", 50, now_ms() - 3_600_000).await;
+    produce(&bootstrap, "old", 5, now_ms()).await;
+    let dir = broker.partition_dir("old", 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let b = bootstrap.clone();
+    let start = loop {
+        let b = b.clone();
+        let start = tokio::task::spawn_blocking(move || low_watermark(&b, "old"))
+            .await
+            .unwrap();
+        if start > 0 {
+            break start;
+        }
+        assert!(Instant::now() < deadline, "retention never ran");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        start <= 50,
+        "records newer than retention.ms are kept (start {start})"
+    );
+    let first = files_in(&dir, ".log")[0].clone();
+    assert!(
+        !first.ends_with("00000000000000000000.log"),
+        "first segment deleted"
+    );
+    broker.stop();
+    broker.restart();
+    let b = bootstrap.clone();
+    let after = tokio::task::spawn_blocking(move || low_watermark(&b, "old"))
+        .await
+        .unwrap();
+    assert!(
+        after >= start,
+        "log start {after} after restart, {start} before"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_records_moves_the_log_start_across_a_crash() {
+    let mut broker = Broker::start_with(&["--segment-bytes", "2048"]);
+    let bootstrap = broker.bootstrap();
+    kafka::create_topic(&bootstrap, "del", 1, &[]).await;
+    produce(&bootstrap, "del", 60, now_ms()).await;
+    let req = DeleteRecordsRequest::default()
+        .with_timeout_ms(5000)
+        .with_topics(vec![
+            DeleteRecordsTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("del")))
+                .with_partitions(vec![
+                    DeleteRecordsPartition::default()
+                        .with_partition_index(0)
+                        .with_offset(42),
+                ]),
+        ]);
+    // The owning shard answers; the other says NOT_LEADER_OR_FOLLOWER.
+    let mut answered = false;
+    for shard in 0..support_safety::SHARDS {
+        let mut s = wire::connect(([127, 0, 0, 1], broker.port + 1 + shard).into());
+        let resp: DeleteRecordsResponse = wire::call(&mut s, ApiKey::DeleteRecords, 2, &req);
+        let p = &resp.topics[0].partitions[0];
+        if p.error_code == 0 {
+            assert_eq!(p.low_watermark, 42);
+            answered = true;
+        } else {
+            assert_eq!(p.error_code, 6);
+        }
+    }
+    assert!(answered);
+    let b = bootstrap.clone();
+    assert_eq!(
+        tokio::task::spawn_blocking(move || low_watermark(&b, "del"))
+            .await
+            .unwrap(),
+        42
+    );
+    broker.kill9();
+    broker.restart();
+    let b = bootstrap.clone();
+    assert_eq!(
+        tokio::task::spawn_blocking(move || low_watermark(&b, "del"))
+            .await
+            .unwrap(),
+        42
+    );
+    let records = tokio::task::spawn_blocking(move || {
+        support_safety::read::all_records(&bootstrap, "del", 0)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        records.first().map(|r| r.0),
+        Some(42),
+        "reading from the beginning starts at 42"
+    );
+}
