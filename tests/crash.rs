@@ -239,3 +239,124 @@ async fn acknowledged_records_and_commits_survive_sigkill() {
         );
     }
 }
+
+/// A tmpfs of `size` mounted on a fresh directory; unmounted on drop. None without the rights.
+struct SmallFs {
+    dir: tempfile::TempDir,
+}
+
+impl SmallFs {
+    fn mount(size: &str) -> Option<SmallFs> {
+        let dir = tempfile::tempdir().ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(SmallFs { dir })
+    }
+
+    fn resize(&self, size: &str) {
+        let status = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(self.dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_produce_keeps_reads_and_loses_nothing_acknowledged() {
+    let Some(fs) = SmallFs::mount("3m") else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let mut broker = Broker::start_in(&[], Some(fs.dir.path().join("data")));
+    let bootstrap = broker.bootstrap();
+    kafka::create_topic(&bootstrap, "full", 1, &[]).await;
+    let producer: FutureProducer = kafka::config(&bootstrap)
+        .set("acks", "all")
+        .set("retries", "0")
+        .set("linger.ms", "0")
+        .set("message.timeout.ms", "10000")
+        .create()
+        .unwrap();
+    let mut acked = Vec::new();
+    let mut error = None;
+    for i in 0..10_000 {
+        let value = format!("{i:08}-{}", "v".repeat(4000));
+        let sent = producer
+            .send(
+                FutureRecord::<(), _>::to("full")
+                    .partition(0)
+                    .payload(&value),
+                Duration::from_secs(10),
+            )
+            .await;
+        match sent {
+            Ok(d) => acked.push((d.offset, value)),
+            Err((e, _)) => {
+                error = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    let error = error.expect("the disk filled up");
+    assert!(
+        error.contains("KafkaStorageError") || error.contains("storage"),
+        "error: {error}"
+    );
+    assert!(
+        acked.len() > 100,
+        "{} acked before the disk was full",
+        acked.len()
+    );
+    // Reads keep working on the full disk.
+    let check = |records: Vec<(i64, Vec<u8>)>| {
+        for (offset, value) in &acked {
+            assert_eq!(
+                &records[*offset as usize].1,
+                value.as_bytes(),
+                "acked record at {offset}"
+            );
+        }
+    };
+    let b = bootstrap.clone();
+    check(
+        tokio::task::spawn_blocking(move || read::all_records(&b, "full", 0))
+            .await
+            .unwrap(),
+    );
+    // With room again, after a SIGKILL, everything acknowledged is there and produce works.
+    broker.kill9();
+    fs.resize("64m");
+    broker.restart();
+    let b = bootstrap.clone();
+    check(
+        tokio::task::spawn_blocking(move || read::all_records(&b, "full", 0))
+            .await
+            .unwrap(),
+    );
+    let d = producer
+        .send(
+            FutureRecord::<(), _>::to("full")
+                .partition(0)
+                .payload("after"),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("produce after freeing space");
+    assert_eq!(d.offset, acked.len() as i64);
+    drop(broker);
+}

@@ -14,6 +14,8 @@ pub struct Broker {
     pub port: u16,
     pub dir: tempfile::TempDir,
     pub extra_args: Vec<String>,
+    /// Data directory other than `<dir>/data` (a small tmpfs, for disk-full tests).
+    pub data_dir_override: Option<PathBuf>,
     child: Option<Child>,
     starts: u32,
 }
@@ -45,10 +47,15 @@ impl Broker {
     }
 
     pub fn start_with(args: &[&str]) -> Broker {
+        Broker::start_in(args, None)
+    }
+
+    pub fn start_in(args: &[&str], data_dir: Option<PathBuf>) -> Broker {
         let mut broker = Broker {
             port: free_port_range(),
             dir: tempfile::tempdir().expect("tempdir"),
             extra_args: args.iter().map(|s| s.to_string()).collect(),
+            data_dir_override: data_dir,
             child: None,
             starts: 0,
         };
@@ -65,7 +72,9 @@ impl Broker {
     }
 
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.data_dir_override
+            .clone()
+            .unwrap_or_else(|| self.dir.path().join("data"))
     }
 
     pub fn pid(&self) -> u32 {
