@@ -70,10 +70,10 @@ async fn produce_until_stopped(
         }
         for (value, d) in deliveries {
             let result = d.await;
-            if let Ok(Err((e, _))) = &result {
-                if !stop.load(Ordering::SeqCst) {
-                    eprintln!("producer {id}: delivery failed: {e}");
-                }
+            if let Ok(Err((e, _))) = &result
+                && !stop.load(Ordering::SeqCst)
+            {
+                eprintln!("producer {id}: delivery failed: {e}");
             }
             if let Ok(Ok(delivery)) = result {
                 let prev = acked
