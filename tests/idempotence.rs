@@ -149,8 +149,9 @@ mod raw {
                             .with_records(Some(records)),
                     ]),
             ]);
-        // Like a client, retry on a reset: right after a restart the first connections may be
-        // reset (seen in this test; see the report). A retry is what idempotence is about.
+        // Like a client, retry on a reset (a retry is what idempotence is about). Resets right
+        // after a restart came from the dead broker's lingering sockets; the harness now waits
+        // for those to close, so this loop should not be needed.
         let mut attempt = 0;
         let resp: ProduceResponse = loop {
             let mut s = wire::connect(([127, 0, 0, 1], shard_port).into());

@@ -136,6 +136,26 @@ impl Broker {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+            self.wait_ports_closed();
+        }
+    }
+
+    /// A dead broker's listening sockets can outlive its process for a few ms (an io_uring
+    /// accept in flight holds them until the ring is torn down), and with SO_REUSEPORT a new
+    /// broker binds beside them: a readiness probe would then reach the dead one, and the next
+    /// connection be reset. Wait until every port refuses.
+    fn wait_ports_closed(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for i in 0..=SHARDS {
+            let addr = SocketAddr::from(([127, 0, 0, 1], self.port + i));
+            while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+                assert!(
+                    Instant::now() < deadline,
+                    "port {} still accepts after exit",
+                    addr.port()
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
         }
     }
 
@@ -145,6 +165,7 @@ impl Broker {
             // SAFETY: the pid is our own child's, which has not been reaped yet.
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
             let _ = child.wait();
+            self.wait_ports_closed();
         }
     }
 
