@@ -238,3 +238,37 @@ fn connections_over_the_per_ip_limit_are_closed_at_accept() {
     let _: ApiVersionsResponse = wire::call(&mut again, ApiKey::ApiVersions, 3, &api_versions());
     assert!(broker.log().contains("over --max-connections-per-ip"));
 }
+
+#[test]
+fn requests_over_the_queued_bytes_budget_wait_instead_of_growing_memory() {
+    let broker = Broker::start_with(&[
+        "--request-size-max-bytes",
+        "1048576",
+        "--queued-max-request-bytes",
+        "1048576",
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    let shard_port = std::net::SocketAddr::from(([127, 0, 0, 1], broker.port + 1));
+    // A announces a whole-budget frame and stalls inside it.
+    let mut a = wire::connect(shard_port);
+    a.write_all(&(1i32 << 20).to_be_bytes()).unwrap();
+    a.write_all(&[0u8; 100]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    // B's small request on the same shard waits for budget: no answer yet.
+    let mut b = wire::connect(shard_port);
+    b.write_all(&wire::frame(ApiKey::ApiVersions, 3, 9, &api_versions()))
+        .unwrap();
+    b.set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let early = b.read(&mut byte);
+    assert!(
+        matches!(&early, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut),
+        "B was answered while A held the whole budget: {early:?}"
+    );
+    // A gives up: its bytes return to the budget and B is answered.
+    drop(a);
+    b.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let (correlation_id, _) = wire::read_response(&mut b, ApiKey::ApiVersions, 3).unwrap();
+    assert_eq!(correlation_id, 9);
+}
