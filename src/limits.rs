@@ -29,6 +29,9 @@ pub const FETCH_WAIT_MAX_MS: i32 = 30_000;
 pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
 /// Allocations at least this large are served by a lazily-committed mapping (see `alloc`).
 pub const ALLOC_LAZY_MIN_BYTES: usize = 64 << 20;
+/// An idempotent producer whose newest batch is this old is forgotten by a partition.
+/// Kafka: producer.id.expiration.ms (1 day).
+pub const PRODUCER_ID_EXPIRATION_MS: i64 = 24 * 60 * 60 * 1000;
 /// Client connections one shard serves at once by default. Kafka: max.connections.
 pub const CONNECTIONS_PER_SHARD_MAX_DEFAULT: u32 = 10_000;
 /// Request body bytes one shard holds by default. Kafka: queued.max.request.bytes.

@@ -20,7 +20,7 @@ pub(crate) const SNAPSHOT_FILE: &str = "producer_state.snapshot";
 const SNAPSHOT_MAGIC: u32 = 0x5342_5053; // "SBPS"
 const SNAPSHOT_VERSION: u16 = 1;
 const SNAPSHOT_HEADER_BYTES: usize = 4 + 2 + 8 + 4;
-const SNAPSHOT_ENTRY_FIXED_BYTES: usize = 8 + 2 + 1;
+const SNAPSHOT_ENTRY_FIXED_BYTES: usize = 8 + 2 + 8 + 1;
 const SNAPSHOT_BATCH_BYTES: usize = 4 + 4 + 8 + 8;
 /// Largest snapshot file: every producer with every batch, plus header and CRC.
 pub(crate) const SNAPSHOT_SIZE_MAX_BYTES: u64 = (SNAPSHOT_HEADER_BYTES
@@ -40,6 +40,8 @@ pub(crate) struct BatchMeta {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct ProducerEntry {
     pub epoch: i16,
+    /// Largest batch maxTimestamp seen from this producer, for expiry (Kafka's lastTimestamp).
+    pub last_timestamp_ms: i64,
     /// Oldest first; at most `PRODUCER_BATCHES_KEPT`.
     pub batches: VecDeque<BatchMeta>,
 }
@@ -137,6 +139,7 @@ impl ProducerStateTable {
             entry.epoch = header.producer_epoch;
             entry.batches.clear();
         }
+        entry.last_timestamp_ms = entry.last_timestamp_ms.max(header.max_timestamp);
         if entry.batches.len() == PRODUCER_BATCHES_KEPT {
             entry.batches.pop_front();
         }
@@ -146,6 +149,16 @@ impl ProducerStateTable {
             base_offset: header.base_offset,
             last_offset: header.last_offset(),
         });
+    }
+
+    /// Forgets producers whose newest batch timestamp is `expiration_ms` or more before
+    /// `now_ms` (Kafka: producer.id.expiration.ms). A forgotten producer that comes back is
+    /// treated as new: any sequence is accepted. Returns how many were forgotten.
+    pub fn expire(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        let before = self.producers.len();
+        self.producers
+            .retain(|_, e| now_ms.saturating_sub(e.last_timestamp_ms) < expiration_ms);
+        before - self.producers.len()
     }
 
     /// The snapshot file: header (magic, version, offset, count), entries, CRC-32C of all before.
@@ -162,6 +175,7 @@ impl ProducerStateTable {
             let entry = &self.producers[id];
             out.extend_from_slice(&id.to_be_bytes());
             out.extend_from_slice(&entry.epoch.to_be_bytes());
+            out.extend_from_slice(&entry.last_timestamp_ms.to_be_bytes());
             out.push(entry.batches.len() as u8);
             for b in &entry.batches {
                 out.extend_from_slice(&b.first_seq.to_be_bytes());
@@ -196,6 +210,7 @@ impl ProducerStateTable {
         for _ in 0..count {
             let id = r.i64()?;
             let epoch = r.u16()? as i16;
+            let last_timestamp_ms = r.i64()?;
             let n = r.u8()? as usize;
             if n > PRODUCER_BATCHES_KEPT {
                 return None;
@@ -209,7 +224,14 @@ impl ProducerStateTable {
                     last_offset: r.i64()?,
                 });
             }
-            producers.insert(id, ProducerEntry { epoch, batches });
+            producers.insert(
+                id,
+                ProducerEntry {
+                    epoch,
+                    last_timestamp_ms,
+                    batches,
+                },
+            );
         }
         (r.at == body.len()).then_some((ProducerStateTable { producers }, next_offset))
     }
@@ -336,6 +358,21 @@ mod tests {
         ));
         // Seq 1 is older than the window: neither duplicate nor next, so out of order.
         assert!(t.check(&header(1, 0, 1, 1, 0)).is_err());
+    }
+
+    #[test]
+    fn producers_expire_by_their_newest_batch_timestamp() {
+        let mut t = ProducerStateTable::default();
+        let mut old = header(1, 0, 0, 1, 0);
+        old.max_timestamp = 1_000;
+        let mut new = header(2, 0, 0, 1, 1);
+        new.max_timestamp = 9_000;
+        t.on_written(&old);
+        t.on_written(&new);
+        assert_eq!(t.expire(10_000, 5_000), 1);
+        assert!(t.entry(1).is_none() && t.entry(2).is_some());
+        // Back after expiry: accepted at any sequence, like a new producer.
+        assert_eq!(t.check(&header(1, 0, 17, 1, 2)).unwrap(), Verdict::Append);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::path::Path;
 use super::file;
 use super::segment::{INDEX_SUFFIX, LOG_SUFFIX, NO_TIMESTAMP, Segment, TIME_INDEX_SUFFIX};
 use super::{LogError, LogState, PartitionLog};
+use crate::limits::PRODUCER_ID_EXPIRATION_MS;
 use crate::types::Offset;
 
 /// Holds the log start offset moved by DeleteRecords: 8 bytes big-endian + CRC-32C of them.
@@ -81,7 +82,8 @@ impl LogState {
 
 impl PartitionLog {
     /// Deletes whole segments past retention.ms / retention.bytes or below the log start
-    /// offset, never the active one. Returns how many segments were deleted.
+    /// offset, never the active one, and forgets idempotent producers silent for longer than
+    /// `PRODUCER_ID_EXPIRATION_MS`. Returns how many segments were deleted.
     pub async fn enforce_retention(&self, now_ms: i64) -> Result<usize, LogError> {
         let _turn = self.write_lock.lock().await;
         if self.state.borrow().closed {
@@ -91,6 +93,13 @@ impl PartitionLog {
             let config = self.config.borrow();
             (config.retention_ms, config.retention_bytes)
         };
+        let expired = self
+            .producers
+            .borrow_mut()
+            .expire(now_ms, PRODUCER_ID_EXPIRATION_MS);
+        if expired > 0 {
+            tracing::debug!(dir = %self.dir.display(), expired, "idempotent producers expired");
+        }
         let removed: Vec<Segment> = {
             let mut state = self.state.borrow_mut();
             let count = expired_prefix(
