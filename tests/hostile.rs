@@ -272,3 +272,27 @@ fn requests_over_the_queued_bytes_budget_wait_instead_of_growing_memory() {
     let (correlation_id, _) = wire::read_response(&mut b, ApiKey::ApiVersions, 3).unwrap();
     assert_eq!(correlation_id, 9);
 }
+
+#[test]
+fn connections_over_max_connections_are_closed_at_accept() {
+    let broker = Broker::start_with(&["--max-connections", "3"]);
+    let shard_port = std::net::SocketAddr::from(([127, 0, 0, 1], broker.port + 2));
+    std::thread::sleep(Duration::from_millis(300));
+    let mut held: Vec<TcpStream> = (0..3).map(|_| wire::connect(shard_port)).collect();
+    for s in &mut held {
+        let _: ApiVersionsResponse = wire::call(s, ApiKey::ApiVersions, 3, &api_versions());
+    }
+    let mut extra = wire::connect(shard_port);
+    let _ = extra.write_all(&wire::frame(ApiKey::ApiVersions, 3, 1, &api_versions()));
+    assert!(
+        closed_by_broker(&mut extra),
+        "the fourth connection to the shard is closed"
+    );
+    assert!(broker.log().contains("over --max-connections"));
+    // The other shard has its own budget.
+    let mut other = wire::connect(std::net::SocketAddr::from((
+        [127, 0, 0, 1],
+        broker.port + 1,
+    )));
+    let _: ApiVersionsResponse = wire::call(&mut other, ApiKey::ApiVersions, 3, &api_versions());
+}

@@ -204,3 +204,25 @@ impl Drop for ConnectionSlot {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_limits_count_per_shard_and_per_ip_and_free_on_drop() {
+        let limits = ConnectionLimits::new(3, 2, 1 << 20);
+        let a = IpAddr::from([10, 0, 0, 1]);
+        let b = IpAddr::from([10, 0, 0, 2]);
+        let a1 = limits.admit(a).unwrap();
+        let _a2 = limits.admit(a).unwrap();
+        assert_eq!(limits.admit(a).err(), Some("over --max-connections-per-ip"));
+        let _b1 = limits.admit(b).unwrap();
+        assert_eq!(limits.admit(b).err(), Some("over --max-connections"));
+        assert_eq!(limits.open(), 3);
+        drop(a1);
+        assert_eq!(limits.open(), 2);
+        let _a3 = limits.admit(a).unwrap();
+        assert!(limits.open_per_ip.borrow().len() == 2);
+    }
+}
