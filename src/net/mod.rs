@@ -35,6 +35,7 @@ enum Close {
 /// `stop` completes when the shard shuts down; it is only observed between requests, so a
 /// request in flight is always answered.
 pub async fn serve_connection(stream: TcpStream, ctx: Rc<Context>, stop: Stop) {
+    let _connection = crate::handler::probe::connection_opened();
     let _ = stream.set_nodelay(true);
     send::set_nonblocking(&stream);
     let mut stream = stream.buffered();
@@ -87,6 +88,7 @@ async fn one_request(
         Ok(None) => return Ok(()),
         Err(e) => return Err(Close::Refused(e.to_string())),
     };
+    crate::handler::probe::bytes_out(frame.parts.iter().map(Part::len_bytes).sum());
     for part in frame.parts {
         match part {
             Part::Mem(b) => stream.write_all(&b).await.map_err(Close::Io)?,

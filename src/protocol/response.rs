@@ -154,3 +154,13 @@ mod tests {
         assert_eq!(&b[..], [0, 127, 0x80, 1, 0xac, 2]);
     }
 }
+
+impl<R> Part<R> {
+    /// Bytes this part puts on the wire.
+    pub fn len_bytes(&self) -> u64 {
+        match self {
+            Part::Mem(b) => b.len() as u64,
+            Part::Region(_, len) => *len,
+        }
+    }
+}
