@@ -262,3 +262,76 @@ async fn topic_max_message_bytes_is_enforced_by_produce() {
         .await;
     assert!(r.is_ok(), "{r:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn altered_segment_bytes_applies_without_restart() {
+    use support_ops::{parse_metrics, sum};
+    let b = Broker::start();
+    let a = admin(&b);
+    let t = NewTopic::new("roll", 1, TopicReplication::Fixed(1));
+    assert!(a.create_topics([&t], &opts()).await.unwrap()[0].is_ok());
+    let segments = || sum(&parse_metrics(&b.scrape()), "sable_log_segments", &[]);
+    let before = segments();
+    let alter = AlterConfig::new(ResourceSpecifier::Topic("roll")).set("segment.bytes", "1024");
+    a.alter_configs([&alter], &opts()).await.unwrap();
+    let p: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", b.bootstrap())
+        .set("linger.ms", "0")
+        .set("compression.type", "none")
+        .create()
+        .unwrap();
+    let payload = vec![b'y'; 600];
+    for _ in 0..6 {
+        p.send(FutureRecord::<(), _>::to("roll").payload(&payload), TIMEOUT)
+            .await
+            .unwrap_or_else(|(e, _)| panic!("{e}"));
+    }
+    let after = segments();
+    assert!(
+        after >= before + 2.0,
+        "segments {before} -> {after}: segment.bytes not applied live"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_append_time_topic_stamps_batches() {
+    use rdkafka::Message;
+    use rdkafka::Timestamp;
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    let b = Broker::start();
+    let a = admin(&b);
+    let t = NewTopic::new("lat", 1, TopicReplication::Fixed(1))
+        .set("message.timestamp.type", "LogAppendTime");
+    assert!(a.create_topics([&t], &opts()).await.unwrap()[0].is_ok());
+    let p: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", b.bootstrap())
+        .create()
+        .unwrap();
+    let started_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    p.send(
+        FutureRecord::<(), _>::to("lat")
+            .payload("old")
+            .timestamp(1_000),
+        TIMEOUT,
+    )
+    .await
+    .unwrap_or_else(|(e, _)| panic!("{e}"));
+    let c: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", b.bootstrap())
+        .set("group.id", "lat")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    c.subscribe(&["lat"]).unwrap();
+    let m = tokio::time::timeout(TIMEOUT, c.recv())
+        .await
+        .expect("a message")
+        .unwrap();
+    match m.timestamp() {
+        Timestamp::LogAppendTime(ts) => assert!(ts >= started_ms - 1000, "{ts} < {started_ms}"),
+        other => panic!("expected LogAppendTime, got {other:?}"),
+    }
+}
