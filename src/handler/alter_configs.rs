@@ -51,11 +51,14 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
     Ok(r.respond(&AlterConfigsResponse::default().with_responses(responses)))
 }
 
-/// (resource type, name, the change or why it was refused while decoding) -> (code, message)
-/// per resource, in order.
+/// One resource of a request: (resource type, name, the change or the (code, message) it was
+/// refused with while decoding).
+pub type ResourceChange = (i8, String, Result<Alteration, (i16, String)>);
+
+/// Applies each resource's change; (code, message) per resource, in order.
 pub async fn alter(
     ctx: &Rc<Context>,
-    resources: Vec<(i8, String, Result<Alteration, (i16, String)>)>,
+    resources: Vec<ResourceChange>,
     validate_only: bool,
 ) -> Vec<(i16, Option<String>)> {
     let mut outcomes: Vec<Option<(i16, Option<String>)>> = Vec::with_capacity(resources.len());

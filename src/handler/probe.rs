@@ -33,7 +33,7 @@ struct Probe {
 }
 
 thread_local! {
-    static PROBE: Probe = Probe {
+    static PROBE: Probe = const { Probe {
         requests: RefCell::new(BTreeMap::new()),
         latency_micros: RefCell::new(BTreeMap::new()),
         latency_sum_micros: RefCell::new(BTreeMap::new()),
@@ -43,7 +43,7 @@ thread_local! {
         connections_active: Cell::new(0),
         connections_total: Cell::new(0),
         mesh_messages_received: Cell::new(0),
-    };
+    } };
 }
 
 fn bump(c: &Cell<u64>, n: u64) {
@@ -256,7 +256,13 @@ pub fn render(shards: &[ShardMetrics]) -> String {
             );
         }
     }
-    let scalars: &[(&str, &str, &str, fn(&ShardMetrics) -> String)] = &[
+    type Scalar = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&ShardMetrics) -> String,
+    );
+    let scalars: &[Scalar] = &[
         (
             "sable_received_bytes_total",
             "counter",

@@ -543,6 +543,14 @@ fn apply_op(configs: &mut Vec<(String, String)>, op: &AlterOp) -> Result<(), Con
     Ok(())
 }
 
+impl From<ConfigError> for super::controller::TopicError {
+    fn from(e: ConfigError) -> Self {
+        match e {
+            ConfigError::Invalid(m) => super::controller::TopicError::InvalidConfig(m),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -698,13 +706,5 @@ mod tests {
             kv(&[("flush.ms", "10")])
         );
         assert_eq!(AlterOp::from_wire("x".into(), 9, None), None);
-    }
-}
-
-impl From<ConfigError> for super::controller::TopicError {
-    fn from(e: ConfigError) -> Self {
-        match e {
-            ConfigError::Invalid(m) => super::controller::TopicError::InvalidConfig(m),
-        }
     }
 }

@@ -348,9 +348,8 @@ mod log_append_time_tests {
             let h = b.expect("parses").header;
             assert_eq!(h.max_timestamp, 1_700_000_000_000);
             assert_ne!(h.attributes & ATTRIBUTES_LOG_APPEND_TIME, 0);
-            assert_eq!(
-                h.base_timestamp != 0,
-                true,
+            assert_ne!(
+                h.base_timestamp, 0,
                 "record timestamps are left as produced"
             );
         }

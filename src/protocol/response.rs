@@ -104,6 +104,16 @@ pub fn put_uvarint(buf: &mut BytesMut, mut v: u64) {
     buf.put_u8(v as u8);
 }
 
+impl<R> Part<R> {
+    /// Bytes this part puts on the wire.
+    pub fn len_bytes(&self) -> u64 {
+        match self {
+            Part::Mem(b) => b.len() as u64,
+            Part::Region(_, len) => *len,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,15 +162,5 @@ mod tests {
         put_uvarint(&mut b, 128);
         put_uvarint(&mut b, 300);
         assert_eq!(&b[..], [0, 127, 0x80, 1, 0xac, 2]);
-    }
-}
-
-impl<R> Part<R> {
-    /// Bytes this part puts on the wire.
-    pub fn len_bytes(&self) -> u64 {
-        match self {
-            Part::Mem(b) => b.len() as u64,
-            Part::Region(_, len) => *len,
-        }
     }
 }

@@ -290,15 +290,18 @@ impl Shard {
     /// broker defaults), so an AlterConfigs takes effect without a restart. Cheap: a few string
     /// parses per topic on each metadata change.
     fn apply_topic_configs(&self, image: &MetadataImage) {
-        let partitions = self.ctx.partitions.borrow();
-        for t in image.topics() {
-            let effective =
-                crate::metadata::topic_config::effective_log_config(&t.configs, &self.log_config);
-            for i in 0..t.partitions.len() {
-                if let Some(log) = partitions.get(&TopicPartition::new(t.name.clone(), i as i32)) {
-                    log.set_config(effective.clone());
-                }
-            }
+        let mut effective: HashMap<&str, LogConfig> = HashMap::new();
+        for (tp, log) in self.ctx.partitions.borrow().iter() {
+            let Some(topic) = image.topic(&tp.topic) else {
+                continue;
+            };
+            let config = effective.entry(topic.name.as_str()).or_insert_with(|| {
+                crate::metadata::topic_config::effective_log_config(
+                    &topic.configs,
+                    &self.log_config,
+                )
+            });
+            log.set_config(config.clone());
         }
     }
 }
