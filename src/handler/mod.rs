@@ -404,4 +404,6 @@ pub fn local_partition(
 #[cfg(test)]
 mod group_tests;
 #[cfg(test)]
+mod ops_tests;
+#[cfg(test)]
 mod tests;
