@@ -64,9 +64,16 @@ pub async fn alter(
     let mut outcomes: Vec<Option<(i16, Option<String>)>> = Vec::with_capacity(resources.len());
     let mut alterations = Vec::new();
     let mut slots = Vec::new();
+    let keys: Vec<(i8, String)> = resources.iter().map(|(t, n, _)| (*t, n.clone())).collect();
     for (i, (resource_type, name, alteration)) in resources.into_iter().enumerate() {
         let refused = |e: ResourceError| Some((config_resource_error(&e), Some(e.to_string())));
+        let duplicate = keys
+            .iter()
+            .filter(|k| k.0 == resource_type && k.1 == name)
+            .count()
+            > 1;
         outcomes.push(match (resource_type, alteration) {
+            _ if duplicate => refused(ResourceError::Duplicate(name)),
             (_, Err((code, message))) => Some((code, Some(message))),
             (RESOURCE_TOPIC, Ok(alteration)) => {
                 slots.push(i);

@@ -38,6 +38,8 @@ pub enum ResourceError {
     UnknownBroker(String),
     #[error("Broker configs are static in Sable: set them by flag or environment and restart.")]
     BrokerReadOnly,
+    #[error("Resource '{0}' appears more than once in the request.")]
+    Duplicate(String),
 }
 
 /// The broker-wide values topic configs fall back to.

@@ -85,6 +85,7 @@ pub fn config_resource_error(e: &super::describe_configs::ResourceError) -> i16 
         ResourceError::UnsupportedType(_) => ResponseError::InvalidRequest,
         ResourceError::UnknownBroker(_) => ResponseError::InvalidRequest,
         ResourceError::BrokerReadOnly => ResponseError::InvalidRequest,
+        ResourceError::Duplicate(_) => ResponseError::InvalidRequest,
     })
 }
 

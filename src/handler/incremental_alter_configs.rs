@@ -40,6 +40,20 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
                     })
                 })
                 .collect();
+            let names: Vec<&str> = res.configs.iter().map(|c| c.name.as_str()).collect();
+            let ops = ops.and_then(|ops| {
+                match names
+                    .iter()
+                    .enumerate()
+                    .find(|(i, n)| names[..*i].contains(n))
+                {
+                    Some((_, n)) => Err((
+                        code(ResponseError::InvalidRequest),
+                        format!("Config {n} appears more than once in the resource."),
+                    )),
+                    None => Ok(ops),
+                }
+            });
             (
                 res.resource_type,
                 res.resource_name.to_string(),

@@ -236,6 +236,8 @@ fn incremental_alter_configs_refuses_before_asking_the_controller() {
             resource(4, "7", 0),  // broker: static
             resource(2, "t", 9),  // unknown operation
             resource(16, "x", 0), // client metrics: not supported
+            resource(2, "dup", 0),
+            resource(2, "dup", 0), // twice in one request
         ]);
         let resp: IncrementalAlterConfigsResponse = run(
             &ctx,
@@ -244,7 +246,7 @@ fn incremental_alter_configs_refuses_before_asking_the_controller() {
             request(ApiKey::IncrementalAlterConfigs, version, &req),
         );
         let codes: Vec<i16> = resp.responses.iter().map(|r| r.error_code).collect();
-        assert_eq!(codes, [42, 42, 42], "v{version}");
+        assert_eq!(codes, [42, 42, 42, 42, 42], "v{version}");
         assert!(
             resp.responses[0]
                 .error_message
