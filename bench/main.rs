@@ -1,1 +1,206 @@
-fn main() {}
+//! sable-bench: a Kafka-protocol load generator with its own lean wire client, so it can drive
+//! Sable or any other Kafka broker and the client is not what limits the numbers.
+//!
+//! Workloads: `produce`, `consume`, `e2e` (latency from scheduled send to consumer), and
+//! `limits` (the machine's own ceilings). See bench/README.md.
+
+mod batch;
+mod cluster;
+mod consume;
+mod e2e;
+mod limits;
+mod produce;
+mod report;
+mod stats;
+mod wire;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use clap::builder::TypedValueParser;
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "sable-bench", version, about = "Kafka-protocol load generator")]
+struct Cli {
+    #[command(flatten)]
+    common: CommonArgs,
+    #[command(subcommand)]
+    workload: Workload,
+}
+
+#[derive(Args)]
+struct CommonArgs {
+    /// Broker to bootstrap from (host:port).
+    #[arg(long, global = true, env = "SABLE_BENCH_BOOTSTRAP", default_value = "127.0.0.1:9092")]
+    bootstrap: String,
+    /// Print one machine-readable JSON object on stdout (the table goes to stderr).
+    #[arg(long, global = true)]
+    json: bool,
+    /// Broker process id: its CPU time (/proc/PID/stat) is reported as CPU-seconds per GB.
+    #[arg(long, global = true)]
+    broker_pid: Option<u32>,
+}
+
+/// What every workload gets from the command line and from main.
+pub struct Common {
+    pub bootstrap: String,
+    pub broker_pid: Option<u32>,
+    /// Set on SIGINT or at the deadline: stop sending, drain, report.
+    pub stop: Arc<AtomicBool>,
+}
+
+#[derive(Subcommand)]
+enum Workload {
+    /// Produce as fast as possible or at a fixed rate; latency is scheduled send -> ack.
+    Produce(ProduceArgs),
+    /// Read a topic from the earliest offset to the high watermark (as of the start).
+    Consume(ConsumeArgs),
+    /// Fixed-rate produce with a concurrent long-poll consumer; latency is scheduled send ->
+    /// the consumer has the record.
+    E2e(E2eArgs),
+    /// Measure this machine's ceilings: loopback TCP, memcpy, disk write and fdatasync.
+    Limits(LimitsArgs),
+}
+
+#[derive(Args)]
+pub struct ProduceArgs {
+    /// Topic; created with --partitions if it does not exist.
+    #[arg(long, default_value = "sable-bench")]
+    pub topic: String,
+    /// Partitions of a topic we create; 0 = one per broker in Metadata (per shard on Sable).
+    #[arg(long, default_value_t = 0)]
+    pub partitions: usize,
+    /// Bytes of each record's value (the key is null).
+    #[arg(long, default_value_t = 100)]
+    pub record_size: usize,
+    /// Records per batch; each Produce request carries one batch for one partition.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000_000).map(|v| v as usize))]
+    pub batch_records: usize,
+    /// With --rate: a batch leaves when full or when its oldest record waited this long (ms).
+    #[arg(long)]
+    pub linger_ms: Option<f64>,
+    /// 0, 1 or all.
+    #[arg(long, default_value = "1")]
+    pub acks: String,
+    /// Connections per leader broker; the leader's partitions are dealt out among them.
+    #[arg(long, default_value_t = 1)]
+    pub connections: usize,
+    /// Produce requests in flight per connection.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024).map(|v| v as usize))]
+    pub inflight: usize,
+    /// Target records per second over all connections; 0 = as fast as possible.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Seconds to run (default 10, or unlimited with --count).
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Stop after this many records.
+    #[arg(long)]
+    pub count: Option<u64>,
+}
+
+#[derive(Args)]
+pub struct ConsumeArgs {
+    #[arg(long, default_value = "sable-bench")]
+    pub topic: String,
+    /// Fetch max_bytes (Kafka fetch.max.bytes).
+    #[arg(long, default_value_t = 50 * 1024 * 1024)]
+    pub fetch_max_bytes: i32,
+    /// Fetch partition_max_bytes (Kafka max.partition.fetch.bytes).
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub partition_max_bytes: i32,
+    /// Fetch max_wait_ms.
+    #[arg(long, default_value_t = 500)]
+    pub max_wait_ms: i32,
+    /// Connections per leader broker; the leader's partitions are dealt out among them.
+    #[arg(long, default_value_t = 1)]
+    pub connections: usize,
+    /// Stop after this many seconds even if the high watermark is not reached.
+    #[arg(long, default_value_t = 60.0)]
+    pub duration: f64,
+}
+
+#[derive(Args)]
+pub struct E2eArgs {
+    #[arg(long, default_value = "sable-bench-e2e")]
+    pub topic: String,
+    /// Partitions of a topic we create; 0 = one per broker in Metadata.
+    #[arg(long, default_value_t = 0)]
+    pub partitions: usize,
+    /// Bytes of each record's value; the first 8 hold the scheduled send time.
+    #[arg(long, default_value_t = 100)]
+    pub record_size: usize,
+    /// Records per batch (a batch leaves when its last record is due).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000).map(|v| v as usize))]
+    pub batch_records: usize,
+    /// 0, 1 or all.
+    #[arg(long, default_value = "1")]
+    pub acks: String,
+    /// Records per second over all producer connections (required to be > 0).
+    #[arg(long, default_value_t = 1000)]
+    pub rate: u64,
+    /// Producer connections per leader broker.
+    #[arg(long, default_value_t = 1)]
+    pub connections: usize,
+    /// Produce requests in flight per connection.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024).map(|v| v as usize))]
+    pub inflight: usize,
+    /// Consumer fetch max_wait_ms (long poll).
+    #[arg(long, default_value_t = 500)]
+    pub max_wait_ms: i32,
+    /// Seconds of producing.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+}
+
+#[derive(Args)]
+pub struct LimitsArgs {
+    /// Directory for the disk probes: put it on the broker's data disk.
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
+    /// Seconds per probe.
+    #[arg(long, default_value_t = 2.0)]
+    pub test_seconds: f64,
+}
+
+fn install_sigint(stop: &Arc<AtomicBool>) {
+    use signal_hook::consts::SIGINT;
+    // A second Ctrl-C exits at once; the first asks the workers to drain and report.
+    let _ = signal_hook::flag::register_conditional_shutdown(SIGINT, 130, stop.clone());
+    let _ = signal_hook::flag::register(SIGINT, stop.clone());
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let stop = Arc::new(AtomicBool::new(false));
+    install_sigint(&stop);
+    let common = Common { bootstrap: cli.common.bootstrap, broker_pid: cli.common.broker_pid, stop };
+    let result = match &cli.workload {
+        Workload::Limits(args) => {
+            let (value, errors) = limits::run(args);
+            if cli.common.json {
+                let _ = limits::print_table(&value, &mut std::io::stderr());
+                println!("{value}");
+            } else {
+                let _ = limits::print_table(&value, &mut std::io::stdout());
+            }
+            return if errors == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+        }
+        Workload::Produce(args) => produce::run(&common, args),
+        Workload::Consume(args) => consume::run(&common, args),
+        Workload::E2e(args) => e2e::run(&common, args),
+    };
+    match result {
+        Ok(report) => {
+            report.emit(cli.common.json);
+            if report.errors == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+        }
+        Err(e) => {
+            eprintln!("sable-bench: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
