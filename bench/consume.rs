@@ -53,6 +53,9 @@ pub struct FetchPlan {
     pub min_bytes: i32,
     pub max_wait_ms: i32,
     pub worker: usize,
+    /// Record each fetch's round trip in the worker's histogram (consume); e2e records the
+    /// records' own latencies there instead.
+    pub record_fetch_latency: bool,
 }
 
 /// Fetches until every cursor reached its end, a cursor failed, or `keep_going` says stop.
@@ -74,7 +77,9 @@ pub fn fetch_loop(
         let sent_ns = now_ns();
         conn.stream.write_all(&frame).map_err(wire::io_err(format!("fetch to {}", plan.addr)))?;
         let reply = wire::read_frame(&mut reader, response_max)?;
-        stats.record_latency(plan.worker, now_ns() - sent_ns, 1);
+        if plan.record_fetch_latency {
+            stats.record_latency(plan.worker, now_ns() - sent_ns, 1);
+        }
         stats.requests.fetch_add(1, Ordering::Relaxed);
         let (got, resp) = wire::decode_response::<FetchRequest>(reply, version)?;
         if got != correlation_id {
@@ -197,6 +202,7 @@ pub fn run(common: &Common, args: &ConsumeArgs) -> wire::Result<Report> {
             min_bytes: 1,
             max_wait_ms: args.max_wait_ms,
             worker,
+            record_fetch_latency: true,
         };
         let stats = stats.clone();
         handles.push(thread::spawn(move || {

@@ -67,6 +67,7 @@ pub fn run(common: &Common, args: &E2eArgs) -> wire::Result<Report> {
             min_bytes: 1,
             max_wait_ms: args.max_wait_ms,
             worker,
+            record_fetch_latency: false,
         };
         consumer_handles.push(spawn_consumer(plan, consumed.clone()));
     }

@@ -168,22 +168,36 @@ impl Conn {
         Ok(body)
     }
 
-    /// ApiVersions v3; a broker that does not know v3 answers in the v0 layout (KIP-511).
+    /// ApiVersions v3, then v0 if the broker does not know v3. KIP-511 says the refusal comes in
+    /// the v0 layout, but not every broker follows it (librdkafka's mock answers a malformed
+    /// flexible body), so like Kafka's own clients we read only the error code, which leads
+    /// every layout, and ask again at v0.
     fn api_versions(&mut self) -> Result<Versions> {
-        let req = ApiVersionsRequest::default()
-            .with_client_software_name(StrBytes::from_static_str(CLIENT_ID))
-            .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
-        let want = self.next_correlation_id();
-        let frame = encode_frame(&req, 3, want)?;
-        self.stream.write_all(&frame).map_err(io_err(format!("write to {}", self.addr)))?;
-        let reply = read_frame(&mut self.stream, CONTROL_RESPONSE_SIZE_MAX_BYTES)?;
-        // The ApiVersions response header is always v0, whatever the request version.
-        let mut body = reply.slice(4..);
-        let resp = match ApiVersionsResponse::decode(&mut body.clone(), 3) {
-            Ok(r) if r.error_code == 0 => r,
-            _ => ApiVersionsResponse::decode(&mut body, 0).map_err(codec)?,
-        };
-        if resp.error_code != 0 && resp.error_code != UNSUPPORTED_VERSION {
+        let mut resp = None;
+        for version in [3, 0] {
+            let req = ApiVersionsRequest::default()
+                .with_client_software_name(StrBytes::from_static_str(CLIENT_ID))
+                .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
+            let want = self.next_correlation_id();
+            let frame = encode_frame(&req, version, want)?;
+            self.stream.write_all(&frame).map_err(io_err(format!("write to {}", self.addr)))?;
+            let reply = read_frame(&mut self.stream, CONTROL_RESPONSE_SIZE_MAX_BYTES)?;
+            // The ApiVersions response header is always v0: the correlation id alone.
+            if reply.len() < 6 {
+                return Err(WireError::Codec("ApiVersions response too short".into()));
+            }
+            let got = i32::from_be_bytes([reply[0], reply[1], reply[2], reply[3]]);
+            if got != want {
+                return Err(WireError::Correlation { got, want });
+            }
+            if i16::from_be_bytes([reply[4], reply[5]]) == UNSUPPORTED_VERSION {
+                continue;
+            }
+            resp = Some(ApiVersionsResponse::decode(&mut reply.slice(4..), version).map_err(codec)?);
+            break;
+        }
+        let resp = resp.ok_or_else(|| WireError::Broker("ApiVersions v3 and v0 refused".into()))?;
+        if resp.error_code != 0 {
             return Err(WireError::Broker(format!("ApiVersions: {}", error_name(resp.error_code))));
         }
         let ranges = resp.api_keys.iter().map(|k| (k.api_key, k.min_version, k.max_version));
