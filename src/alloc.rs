@@ -39,7 +39,11 @@ unsafe impl GlobalAlloc for LazyLargeAlloc {
                 0,
             )
         };
-        if p == libc::MAP_FAILED { std::ptr::null_mut() } else { p.cast() }
+        if p == libc::MAP_FAILED {
+            std::ptr::null_mut()
+        } else {
+            p.cast()
+        }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
@@ -112,7 +116,11 @@ mod tests {
             for i in 0..1024 {
                 assert_eq!(big.add(i).read(), i as u8);
             }
-            let back = a.realloc(big, Layout::from_size_align(ALLOC_LAZY_MIN_BYTES * 2, 8).unwrap(), 512);
+            let back = a.realloc(
+                big,
+                Layout::from_size_align(ALLOC_LAZY_MIN_BYTES * 2, 8).unwrap(),
+                512,
+            );
             for i in 0..512 {
                 assert_eq!(back.add(i).read(), i as u8);
             }

@@ -7,5 +7,7 @@ pub mod handler;
 pub mod limits;
 pub mod log;
 pub mod metadata;
+pub mod net;
 pub mod protocol;
+pub mod shard;
 pub mod types;

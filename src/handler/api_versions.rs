@@ -26,11 +26,18 @@ pub fn serve(_ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Frame, H
 pub fn response(error_code: i16) -> ApiVersionsResponse {
     let api_keys = SUPPORTED
         .iter()
-        .map(|(key, v)| ApiVersion::default().with_api_key(*key as i16).with_min_version(*v.start()).with_max_version(*v.end()))
+        .map(|(key, v)| {
+            ApiVersion::default()
+                .with_api_key(*key as i16)
+                .with_min_version(*v.start())
+                .with_max_version(*v.end())
+        })
         .collect();
     // Tagged fields (features) stay at their defaults, which the codec omits: librdkafka 2.0.x
     // mis-parses them.
-    ApiVersionsResponse::default().with_error_code(error_code).with_api_keys(api_keys)
+    ApiVersionsResponse::default()
+        .with_error_code(error_code)
+        .with_api_keys(api_keys)
 }
 
 /// KIP-511: a version we do not know is answered in the v0 layout with UNSUPPORTED_VERSION and
@@ -60,14 +67,20 @@ mod tests {
             assert_eq!(d.api_keys.len(), SUPPORTED.len());
             assert!(d.supported_features.is_empty() && d.finalized_features_epoch == -1);
         }
-        let produce = response(0).api_keys.into_iter().find(|k| k.api_key == 0).unwrap();
+        let produce = response(0)
+            .api_keys
+            .into_iter()
+            .find(|k| k.api_key == 0)
+            .unwrap();
         assert_eq!((produce.min_version, produce.max_version), (0, 13));
     }
 
     #[test]
     fn unsupported_version_is_v0_layout() {
         let f = unsupported_version(5);
-        let crate::protocol::response::Part::Mem(b) = &f.parts[0] else { panic!() };
+        let crate::protocol::response::Part::Mem(b) = &f.parts[0] else {
+            panic!()
+        };
         let mut body = b.slice(8..);
         let d = ApiVersionsResponse::decode(&mut body, 0).unwrap();
         assert_eq!(d.error_code, 35);

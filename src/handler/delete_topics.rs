@@ -22,15 +22,23 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
     // v6 names topics by name or id; earlier versions by name only.
     let image = ctx.image();
     let wanted: Vec<(Option<String>, Uuid)> = if r.version >= 6 {
-        req.topics.iter().map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id)).collect()
+        req.topics
+            .iter()
+            .map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id))
+            .collect()
     } else {
-        req.topic_names.iter().map(|n| (Some(n.0.to_string()), Uuid::nil())).collect()
+        req.topic_names
+            .iter()
+            .map(|n| (Some(n.0.to_string()), Uuid::nil()))
+            .collect()
     };
     let resolved: Vec<Option<String>> = wanted
         .iter()
         .map(|(name, id)| match name {
             Some(n) => Some(n.clone()),
-            None => image.topic_by_id(TopicId(*id.as_bytes())).map(|t| t.name.clone()),
+            None => image
+                .topic_by_id(TopicId(*id.as_bytes()))
+                .map(|t| t.name.clone()),
         })
         .collect();
     let names: Vec<String> = resolved.iter().flatten().cloned().collect();
@@ -45,8 +53,12 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
             };
             let out = out.with_name(Some(TopicName(StrBytes::from_string(name))));
             match answers.next().expect("the controller answers every name") {
-                Ok(topic_id) => out.with_topic_id(Uuid::from_bytes(topic_id)).with_error_code(error_code::NONE),
-                Err(e) => out.with_error_code(topic_error(&e)).with_error_message(Some(StrBytes::from_string(e.to_string()))),
+                Ok(topic_id) => out
+                    .with_topic_id(Uuid::from_bytes(topic_id))
+                    .with_error_code(error_code::NONE),
+                Err(e) => out
+                    .with_error_code(topic_error(&e))
+                    .with_error_message(Some(StrBytes::from_string(e.to_string()))),
             }
         })
         .collect();

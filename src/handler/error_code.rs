@@ -54,9 +54,21 @@ mod tests {
         assert_eq!(topic_error(&TopicError::InvalidPartitions(0)), 37);
         assert_eq!(topic_error(&TopicError::InvalidReplicationFactor(3)), 38);
         assert_eq!(topic_error(&TopicError::Unknown("t".into())), 3);
-        assert_eq!(batch_error(&BatchError::Corrupt { position_bytes: 0, reason: "crc" }), 2);
+        assert_eq!(
+            batch_error(&BatchError::Corrupt {
+                position_bytes: 0,
+                reason: "crc"
+            }),
+            2
+        );
         assert_eq!(batch_error(&BatchError::Invalid("x")), 87);
-        assert_eq!(batch_error(&BatchError::TooLarge { size_bytes: 2, max_bytes: 1 }), 10);
+        assert_eq!(
+            batch_error(&BatchError::TooLarge {
+                size_bytes: 2,
+                max_bytes: 1
+            }),
+            10
+        );
         assert_eq!(code(ResponseError::UnsupportedVersion), 35);
         assert_eq!(code(ResponseError::NotLeaderOrFollower), 6);
     }

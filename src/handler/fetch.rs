@@ -35,7 +35,12 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
         let (topics, total_bytes, failed) = read_all(ctx, &image, &req, r.version).await;
         let now = Instant::now();
         if total_bytes >= min_bytes || failed || now >= deadline || wakeups.is_empty() {
-            let resp = wire::FetchResponse { throttle_time_ms: 0, error_code: error_code::NONE, session_id: 0, topics };
+            let resp = wire::FetchResponse {
+                throttle_time_ms: 0,
+                error_code: error_code::NONE,
+                session_id: 0,
+                topics,
+            };
             return Ok(wire::encode(r.correlation_id, r.version, resp));
         }
         drop(topics);
@@ -43,37 +48,80 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
         if let Either::Right(_) = select(select_all(wakeups), timer).await {
             // Timed out: one last read answers with whatever arrived.
             let (topics, _, _) = read_all(ctx, &image, &req, r.version).await;
-            let resp = wire::FetchResponse { throttle_time_ms: 0, error_code: error_code::NONE, session_id: 0, topics };
+            let resp = wire::FetchResponse {
+                throttle_time_ms: 0,
+                error_code: error_code::NONE,
+                session_id: 0,
+                topics,
+            };
             return Ok(wire::encode(r.correlation_id, r.version, resp));
         }
     }
 }
 
 fn topic_ref(version: i16, name: &str, id: uuid::Uuid) -> TopicRef<'_> {
-    if version >= FETCH_TOPIC_ID_MIN_VERSION { TopicRef::Id(TopicId(*id.as_bytes())) } else { TopicRef::Name(name) }
+    if version >= FETCH_TOPIC_ID_MIN_VERSION {
+        TopicRef::Id(TopicId(*id.as_bytes()))
+    } else {
+        TopicRef::Name(name)
+    }
 }
 
-fn owned_logs(ctx: &Context, image: &MetadataImage, req: &FetchRequest, version: i16) -> Vec<Rc<PartitionLog>> {
+fn owned_logs(
+    ctx: &Context,
+    image: &MetadataImage,
+    req: &FetchRequest,
+    version: i16,
+) -> Vec<Rc<PartitionLog>> {
     req.topics
         .iter()
         .flat_map(|t| t.partitions.iter().map(move |p| (t, p)))
-        .filter_map(|(t, p)| local_partition(ctx, image, topic_ref(version, t.topic.0.as_str(), t.topic_id), p.partition).ok())
+        .filter_map(|(t, p)| {
+            local_partition(
+                ctx,
+                image,
+                topic_ref(version, t.topic.0.as_str(), t.topic_id),
+                p.partition,
+            )
+            .ok()
+        })
         .map(|(_, log)| log)
         .collect()
 }
 
 /// Reads every requested partition once. Returns the topics, the record bytes, and whether any
 /// partition failed (an error is answered at once, as Kafka does).
-async fn read_all(ctx: &Context, image: &MetadataImage, req: &FetchRequest, version: i16) -> (Vec<TopicData<FileRegion>>, u64, bool) {
-    let max_bytes = if req.max_bytes > 0 { req.max_bytes as u64 } else { u64::from(u32::MAX) };
+async fn read_all(
+    ctx: &Context,
+    image: &MetadataImage,
+    req: &FetchRequest,
+    version: i16,
+) -> (Vec<TopicData<FileRegion>>, u64, bool) {
+    let max_bytes = if req.max_bytes > 0 {
+        req.max_bytes as u64
+    } else {
+        u64::from(u32::MAX)
+    };
     let mut total_bytes = 0u64;
     let mut failed = false;
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in &req.topics {
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in &t.partitions {
-            let mut out = PartitionData { partition_index: p.partition, error_code: error_code::NONE, high_watermark: -1, last_stable_offset: -1, log_start_offset: -1, records: vec![] };
-            match local_partition(ctx, image, topic_ref(version, t.topic.0.as_str(), t.topic_id), p.partition) {
+            let mut out = PartitionData {
+                partition_index: p.partition,
+                error_code: error_code::NONE,
+                high_watermark: -1,
+                last_stable_offset: -1,
+                log_start_offset: -1,
+                records: vec![],
+            };
+            match local_partition(
+                ctx,
+                image,
+                topic_ref(version, t.topic.0.as_str(), t.topic_id),
+                p.partition,
+            ) {
                 Err(c) => {
                     out.error_code = c;
                     failed = true;
@@ -82,8 +130,17 @@ async fn read_all(ctx: &Context, image: &MetadataImage, req: &FetchRequest, vers
                     out.high_watermark = log.high_watermark().value();
                     out.last_stable_offset = out.high_watermark;
                     out.log_start_offset = log.log_start_offset().value();
-                    let limit = (p.partition_max_bytes.max(0) as u64).min(max_bytes.saturating_sub(total_bytes));
-                    match read_partition(&log, p.current_leader_epoch, Offset(p.fetch_offset), limit, total_bytes == 0).await {
+                    let limit = (p.partition_max_bytes.max(0) as u64)
+                        .min(max_bytes.saturating_sub(total_bytes));
+                    match read_partition(
+                        &log,
+                        p.current_leader_epoch,
+                        Offset(p.fetch_offset),
+                        limit,
+                        total_bytes == 0,
+                    )
+                    .await
+                    {
                         Ok(regions) => {
                             total_bytes += regions.iter().map(|(_, len)| *len).sum::<u64>();
                             out.records = regions;
@@ -97,24 +154,48 @@ async fn read_all(ctx: &Context, image: &MetadataImage, req: &FetchRequest, vers
             }
             partitions.push(out);
         }
-        topics.push(TopicData { name: t.topic.0.to_string(), topic_id: TopicId(*t.topic_id.as_bytes()), partitions });
+        topics.push(TopicData {
+            name: t.topic.0.to_string(),
+            topic_id: TopicId(*t.topic_id.as_bytes()),
+            partitions,
+        });
     }
     (topics, total_bytes, failed)
 }
 
 /// Only the first partition with data may exceed its limit (KIP-74), so that a batch larger than
 /// the limits can still make progress.
-async fn read_partition(log: &PartitionLog, current_leader_epoch: i32, from: Offset, limit: u64, first: bool) -> Result<Vec<(FileRegion, u64)>, i16> {
+async fn read_partition(
+    log: &PartitionLog,
+    current_leader_epoch: i32,
+    from: Offset,
+    limit: u64,
+    first: bool,
+) -> Result<Vec<(FileRegion, u64)>, i16> {
     if current_leader_epoch >= 0 && current_leader_epoch != log.leader_epoch() {
-        let e = if current_leader_epoch > log.leader_epoch() { ResponseError::UnknownLeaderEpoch } else { ResponseError::FencedLeaderEpoch };
+        let e = if current_leader_epoch > log.leader_epoch() {
+            ResponseError::UnknownLeaderEpoch
+        } else {
+            ResponseError::FencedLeaderEpoch
+        };
         return Err(e.code());
     }
     if limit == 0 && !first {
         return Ok(vec![]);
     }
-    let slice = log.read(from, limit).await.map_err(|e: LogError| log_error(&e))?;
+    let slice = log
+        .read(from, limit)
+        .await
+        .map_err(|e: LogError| log_error(&e))?;
     if slice.len_bytes > limit && !first {
         return Ok(vec![]);
     }
-    Ok(slice.regions.into_iter().map(|r| { let len = r.len; (r, len) }).collect())
+    Ok(slice
+        .regions
+        .into_iter()
+        .map(|r| {
+            let len = r.len;
+            (r, len)
+        })
+        .collect())
 }

@@ -4,7 +4,9 @@ use std::ops::RangeInclusive;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use super::error_code::{self, log_error};
@@ -29,19 +31,34 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
     for t in &req.topics {
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in &t.partitions {
-            let out = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index).with_timestamp(-1).with_offset(-1).with_leader_epoch(-1);
-            let out = match local_partition(ctx, &image, TopicRef::Name(t.name.0.as_str()), p.partition_index) {
+            let out = ListOffsetsPartitionResponse::default()
+                .with_partition_index(p.partition_index)
+                .with_timestamp(-1)
+                .with_offset(-1)
+                .with_leader_epoch(-1);
+            let out = match local_partition(
+                ctx,
+                &image,
+                TopicRef::Name(t.name.0.as_str()),
+                p.partition_index,
+            ) {
                 Err(c) => out.with_error_code(c),
                 Ok((_, log)) => match lookup(&log, p.timestamp).await {
-                    Ok((offset, timestamp)) => {
-                        out.with_error_code(error_code::NONE).with_offset(offset).with_timestamp(timestamp).with_leader_epoch(log.leader_epoch())
-                    }
+                    Ok((offset, timestamp)) => out
+                        .with_error_code(error_code::NONE)
+                        .with_offset(offset)
+                        .with_timestamp(timestamp)
+                        .with_leader_epoch(log.leader_epoch()),
                     Err(e) => out.with_error_code(log_error(&e)),
                 },
             };
             partitions.push(out);
         }
-        topics.push(ListOffsetsTopicResponse::default().with_name(t.name.clone()).with_partitions(partitions));
+        topics.push(
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name.clone())
+                .with_partitions(partitions),
+        );
     }
     Ok(r.respond(&ListOffsetsResponse::default().with_topics(topics)))
 }

@@ -7,7 +7,9 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
@@ -22,14 +24,17 @@ use crate::types::{NodeId, ShardId, TopicId, node_id};
 pub const VERSIONS: RangeInclusive<i16> = 0..=13;
 
 /// Bits of the operations a client may run on a topic (READ..ALTER_CONFIGS); there is no ACL yet.
-const TOPIC_OPERATIONS_ALL: i32 = (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
+const TOPIC_OPERATIONS_ALL: i32 =
+    (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
 pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Frame, HandlerError> {
     let req: MetadataRequest = r.decode(&mut body)?;
     // v0 has no null topics: an empty list means all topics. Before v4 auto-create is implied.
-    let all = req.topics.is_none() || (r.version == 0 && req.topics.as_ref().is_some_and(Vec::is_empty));
-    let allow_auto_create = (r.version < 4 || req.allow_auto_topic_creation) && ctx.config.auto_create_topics;
+    let all =
+        req.topics.is_none() || (r.version == 0 && req.topics.as_ref().is_some_and(Vec::is_empty));
+    let allow_auto_create =
+        (r.version < 4 || req.allow_auto_topic_creation) && ctx.config.auto_create_topics;
     let requested = req.topics.unwrap_or_default();
 
     let mut image = ctx.image();
@@ -47,12 +52,31 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
         }
     }
 
-    let ops = if req.include_topic_authorized_operations { TOPIC_OPERATIONS_ALL } else { AUTHORIZED_OPERATIONS_OMITTED };
+    let ops = if req.include_topic_authorized_operations {
+        TOPIC_OPERATIONS_ALL
+    } else {
+        AUTHORIZED_OPERATIONS_OMITTED
+    };
     let base = NodeId(ctx.config.node_id_base);
     let topics = if all {
-        image.topics().iter().map(|t| topic_entry(&image, base, t, ops)).collect()
+        image
+            .topics()
+            .iter()
+            .map(|t| topic_entry(&image, base, t, ops))
+            .collect()
     } else {
-        requested.iter().map(|t| requested_topic(&image, base, t.name.as_ref().map(|n| n.0.as_str()), t.topic_id, ops)).collect()
+        requested
+            .iter()
+            .map(|t| {
+                requested_topic(
+                    &image,
+                    base,
+                    t.name.as_ref().map(|n| n.0.as_str()),
+                    t.topic_id,
+                    ops,
+                )
+            })
+            .collect()
     };
     let brokers = (0..image.shard_count)
         .map(|s| {
@@ -71,7 +95,13 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
     Ok(r.respond(&resp))
 }
 
-fn requested_topic(image: &MetadataImage, base: NodeId, name: Option<&str>, id: Uuid, ops: i32) -> MetadataResponseTopic {
+fn requested_topic(
+    image: &MetadataImage,
+    base: NodeId,
+    name: Option<&str>,
+    id: Uuid,
+    ops: i32,
+) -> MetadataResponseTopic {
     let found = match name {
         Some(n) => image.topic(n),
         None => image.topic_by_id(TopicId(*id.as_bytes())),
@@ -93,7 +123,12 @@ fn requested_topic(image: &MetadataImage, base: NodeId, name: Option<&str>, id: 
     }
 }
 
-fn topic_entry(image: &MetadataImage, base: NodeId, t: &TopicRecord, ops: i32) -> MetadataResponseTopic {
+fn topic_entry(
+    image: &MetadataImage,
+    base: NodeId,
+    t: &TopicRecord,
+    ops: i32,
+) -> MetadataResponseTopic {
     let partitions = t
         .partitions
         .iter()

@@ -50,9 +50,16 @@ pub enum HandlerError {
 /// The cross-shard operations a handler may need. Implemented by `shard/` over the mesh.
 pub trait Peers {
     /// Asks the controller to create topics; answers once their partitions accept writes.
-    fn create_topics(&self, specs: Vec<TopicSpec>, validate_only: bool) -> LocalBoxFuture<'static, Vec<Result<[u8; 16], TopicError>>>;
+    fn create_topics(
+        &self,
+        specs: Vec<TopicSpec>,
+        validate_only: bool,
+    ) -> LocalBoxFuture<'static, Vec<Result<[u8; 16], TopicError>>>;
     /// Asks the controller to delete topics; answers once their partitions are gone.
-    fn delete_topics(&self, names: Vec<String>) -> LocalBoxFuture<'static, Vec<Result<[u8; 16], TopicError>>>;
+    fn delete_topics(
+        &self,
+        names: Vec<String>,
+    ) -> LocalBoxFuture<'static, Vec<Result<[u8; 16], TopicError>>>;
     /// A timer on this shard.
     fn sleep(&self, duration: Duration) -> LocalBoxFuture<'static, ()>;
 }
@@ -94,23 +101,38 @@ pub const SUPPORTED: &[(ApiKey, RangeInclusive<i16>)] = &[
 fn served(key: ApiKey) -> Option<RangeInclusive<i16>> {
     match key {
         ApiKey::Produce => Some(produce::VERSIONS),
-        _ => SUPPORTED.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone()),
+        _ => SUPPORTED
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.clone()),
     }
 }
 
 /// Answers one request. `Ok(None)`: no response is owed (Produce with acks=0).
-pub async fn dispatch(ctx: &Rc<Context>, prefix: HeaderPrefix, mut body: Bytes) -> Result<Option<Frame>, HandlerError> {
-    let key = ApiKey::try_from(prefix.api_key).map_err(|_| HandlerError::UnknownApiKey(prefix.api_key))?;
+pub async fn dispatch(
+    ctx: &Rc<Context>,
+    prefix: HeaderPrefix,
+    mut body: Bytes,
+) -> Result<Option<Frame>, HandlerError> {
+    let key = ApiKey::try_from(prefix.api_key)
+        .map_err(|_| HandlerError::UnknownApiKey(prefix.api_key))?;
     let version = prefix.api_version;
     if key == ApiKey::ApiVersions && !api_versions::VERSIONS.contains(&version) {
-        return Ok(Some(api_versions::unsupported_version(prefix.correlation_id)));
+        return Ok(Some(api_versions::unsupported_version(
+            prefix.correlation_id,
+        )));
     }
     if !served(key).is_some_and(|v| v.contains(&version)) {
         return Err(HandlerError::UnsupportedVersion(key, version));
     }
     let header_version = key.request_header_version(version);
-    RequestHeader::decode(&mut body, header_version).map_err(|e| HandlerError::Malformed(key, e.to_string()))?;
-    let r = Request { correlation_id: prefix.correlation_id, version, key };
+    RequestHeader::decode(&mut body, header_version)
+        .map_err(|e| HandlerError::Malformed(key, e.to_string()))?;
+    let r = Request {
+        correlation_id: prefix.correlation_id,
+        version,
+        key,
+    };
     match key {
         ApiKey::Produce => produce::serve(ctx, r, body).await,
         ApiKey::Fetch => fetch::serve(ctx, r, body).await.map(Some),
@@ -221,7 +243,9 @@ impl Request {
         if self.key.response_header_version(self.version) >= 1 {
             f.buf().put_u8(0); // No tagged fields in the response header.
         }
-        response.encode(f.buf(), self.version).expect("our responses encode at the version we accepted");
+        response
+            .encode(f.buf(), self.version)
+            .expect("our responses encode at the version we accepted");
         f.finish()
     }
 }
@@ -234,18 +258,32 @@ pub enum TopicRef<'a> {
 }
 
 /// A partition this shard owns, or the Kafka error code that tells the client where to look.
-pub fn local_partition(ctx: &Context, image: &MetadataImage, topic: TopicRef<'_>, partition: i32) -> Result<(TopicPartition, Rc<PartitionLog>), i16> {
+pub fn local_partition(
+    ctx: &Context,
+    image: &MetadataImage,
+    topic: TopicRef<'_>,
+    partition: i32,
+) -> Result<(TopicPartition, Rc<PartitionLog>), i16> {
     use kafka_protocol::ResponseError;
     let t = match topic {
-        TopicRef::Name(n) => image.topic(n).ok_or(ResponseError::UnknownTopicOrPartition.code())?,
-        TopicRef::Id(id) => image.topic_by_id(id).ok_or(ResponseError::UnknownTopicId.code())?,
+        TopicRef::Name(n) => image
+            .topic(n)
+            .ok_or(ResponseError::UnknownTopicOrPartition.code())?,
+        TopicRef::Id(id) => image
+            .topic_by_id(id)
+            .ok_or(ResponseError::UnknownTopicId.code())?,
     };
-    let p = usize::try_from(partition).ok().and_then(|i| t.partitions.get(i)).ok_or(ResponseError::UnknownTopicOrPartition.code())?;
+    let p = usize::try_from(partition)
+        .ok()
+        .and_then(|i| t.partitions.get(i))
+        .ok_or(ResponseError::UnknownTopicOrPartition.code())?;
     if image.owner(p) != ctx.shard {
         return Err(ResponseError::NotLeaderOrFollower.code());
     }
     let tp = TopicPartition::new(t.name.clone(), partition);
     // Owned in the image but not open yet: the broadcast is still being applied on this shard.
-    let log = ctx.partition(&tp).ok_or(ResponseError::NotLeaderOrFollower.code())?;
+    let log = ctx
+        .partition(&tp)
+        .ok_or(ResponseError::NotLeaderOrFollower.code())?;
     Ok((tp, log))
 }

@@ -26,7 +26,11 @@ pub const VERSIONS: RangeInclusive<i16> = 3..=13;
 /// First version naming topics by id.
 const TOPIC_ID_MIN_VERSION: i16 = 13;
 
-pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Option<Frame>, HandlerError> {
+pub async fn serve(
+    ctx: &Rc<Context>,
+    r: Request,
+    mut body: Bytes,
+) -> Result<Option<Frame>, HandlerError> {
     let req: ProduceRequest = r.decode(&mut body)?;
     let acks = Acks::from_wire(req.acks);
     if r.version < TOPIC_ID_MIN_VERSION && ctx.config.auto_create_topics {
@@ -37,10 +41,20 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Opt
     let mut shape = Vec::new(); // (topic index, partition index, result slot)
     let mut results: Vec<PartitionProduceResponse> = Vec::new();
     for (ti, t) in req.topic_data.iter().enumerate() {
-        let topic = if r.version >= TOPIC_ID_MIN_VERSION { TopicRef::Id(TopicId(*t.topic_id.as_bytes())) } else { TopicRef::Name(t.name.0.as_str()) };
+        let topic = if r.version >= TOPIC_ID_MIN_VERSION {
+            TopicRef::Id(TopicId(*t.topic_id.as_bytes()))
+        } else {
+            TopicRef::Name(t.name.0.as_str())
+        };
         for p in &t.partition_data {
             let slot = results.len();
-            results.push(PartitionProduceResponse::default().with_index(p.index).with_base_offset(-1).with_log_append_time_ms(-1).with_log_start_offset(-1));
+            results.push(
+                PartitionProduceResponse::default()
+                    .with_index(p.index)
+                    .with_base_offset(-1)
+                    .with_log_append_time_ms(-1)
+                    .with_log_start_offset(-1),
+            );
             shape.push(ti);
             let Some(acks) = acks else {
                 results[slot].error_code = code(ResponseError::InvalidRequiredAcks);
@@ -80,20 +94,33 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Opt
     if acks == Some(Acks::None) {
         return Ok(None);
     }
-    let mut responses: Vec<TopicProduceResponse> =
-        req.topic_data.iter().map(|t| TopicProduceResponse::default().with_name(t.name.clone()).with_topic_id(t.topic_id)).collect();
+    let mut responses: Vec<TopicProduceResponse> = req
+        .topic_data
+        .iter()
+        .map(|t| {
+            TopicProduceResponse::default()
+                .with_name(t.name.clone())
+                .with_topic_id(t.topic_id)
+        })
+        .collect();
     for (ti, result) in shape.into_iter().zip(results) {
         responses[ti].partition_responses.push(result);
     }
-    Ok(Some(r.respond(&ProduceResponse::default().with_responses(responses))))
+    Ok(Some(r.respond(
+        &ProduceResponse::default().with_responses(responses),
+    )))
 }
 
 /// Produce to a topic that does not exist creates it when auto-create is on (the request flag
 /// exists only on Metadata, so the broker setting decides).
 async fn create_missing(ctx: &Rc<Context>, req: &ProduceRequest) {
     let image = ctx.image();
-    let missing: HashSet<String> =
-        req.topic_data.iter().map(|t| t.name.0.to_string()).filter(|n| image.topic(n).is_none() && validate_topic_name(n).is_ok()).collect();
+    let missing: HashSet<String> = req
+        .topic_data
+        .iter()
+        .map(|t| t.name.0.to_string())
+        .filter(|n| image.topic(n).is_none() && validate_topic_name(n).is_ok())
+        .collect();
     if !missing.is_empty() {
         auto_create(ctx, missing.into_iter().collect()).await;
     }

@@ -36,7 +36,9 @@ pub struct MetadataState {
 
 impl MetadataState {
     pub fn encode(&self) -> Vec<u8> {
-        rkyv::to_bytes::<rkyv::rancor::Error>(self).expect("metadata serializes").to_vec()
+        rkyv::to_bytes::<rkyv::rancor::Error>(self)
+            .expect("metadata serializes")
+            .to_vec()
     }
 
     pub fn decode(bytes: &[u8]) -> Result<MetadataState, String> {
@@ -59,9 +61,24 @@ pub struct MetadataImage {
 impl MetadataImage {
     pub fn new(state: MetadataState, shard_count: usize) -> MetadataImage {
         assert!(shard_count > 0);
-        let by_name = state.topics.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
-        let by_id = state.topics.iter().enumerate().map(|(i, t)| (TopicId(t.id), i)).collect();
-        MetadataImage { state, shard_count, by_name, by_id }
+        let by_name = state
+            .topics
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
+        let by_id = state
+            .topics
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (TopicId(t.id), i))
+            .collect();
+        MetadataImage {
+            state,
+            shard_count,
+            by_name,
+            by_id,
+        }
     }
 
     pub fn topic(&self, name: &str) -> Option<&TopicRecord> {
@@ -96,7 +113,10 @@ mod tests {
             topics: vec![TopicRecord {
                 name: "t".into(),
                 id: [1; 16],
-                partitions: vec![PartitionRecord { shard: 1, leader_epoch: 0 }],
+                partitions: vec![PartitionRecord {
+                    shard: 1,
+                    leader_epoch: 0,
+                }],
                 configs: vec![("retention.ms".into(), "1000".into())],
             }],
         };
@@ -108,6 +128,12 @@ mod tests {
     #[test]
     fn owner_wraps_when_shards_shrink() {
         let img = MetadataImage::new(MetadataState::default(), 2);
-        assert_eq!(img.owner(&PartitionRecord { shard: 3, leader_epoch: 0 }), ShardId(1));
+        assert_eq!(
+            img.owner(&PartitionRecord {
+                shard: 3,
+                leader_epoch: 0
+            }),
+            ShardId(1)
+        );
     }
 }

@@ -34,8 +34,15 @@ pub struct FetchResponse<R> {
     pub topics: Vec<TopicData<R>>,
 }
 
-pub fn encode<R>(correlation_id: i32, version: i16, response: FetchResponse<R>) -> ResponseFrame<R> {
-    assert!((4..=18).contains(&version), "Fetch v{version} is not served");
+pub fn encode<R>(
+    correlation_id: i32,
+    version: i16,
+    response: FetchResponse<R>,
+) -> ResponseFrame<R> {
+    assert!(
+        (4..=18).contains(&version),
+        "Fetch v{version} is not served"
+    );
     let flexible = version >= FETCH_FLEXIBLE_MIN_VERSION;
     let mut f = FrameBuilder::new(correlation_id);
     if flexible {
@@ -89,7 +96,8 @@ fn put_partition<R>(f: &mut FrameBuilder<R>, version: i16, flexible: bool, p: Pa
     if flexible {
         put_uvarint(f.buf(), records_len + 1);
     } else {
-        f.buf().put_i32(i32::try_from(records_len).expect("fetch response bounded by max_bytes"));
+        f.buf()
+            .put_i32(i32::try_from(records_len).expect("fetch response bounded by max_bytes"));
     }
     for (region, len) in p.records {
         f.region(region, len);

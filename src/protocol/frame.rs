@@ -12,7 +12,10 @@ pub enum FrameError {
 pub fn frame_body_len(prefix: [u8; 4], size_max_bytes: u32) -> Result<usize, FrameError> {
     let size = i32::from_be_bytes(prefix);
     if size < 0 || size as u32 > size_max_bytes {
-        return Err(FrameError::Size { size, size_max_bytes });
+        return Err(FrameError::Size {
+            size,
+            size_max_bytes,
+        });
     }
     Ok(size as usize)
 }
@@ -45,8 +48,20 @@ mod tests {
     fn lengths_are_bounded_before_allocation() {
         assert_eq!(frame_body_len(0i32.to_be_bytes(), 100), Ok(0));
         assert_eq!(frame_body_len(100i32.to_be_bytes(), 100), Ok(100));
-        assert_eq!(frame_body_len(101i32.to_be_bytes(), 100), Err(FrameError::Size { size: 101, size_max_bytes: 100 }));
-        assert_eq!(frame_body_len((-1i32).to_be_bytes(), 100), Err(FrameError::Size { size: -1, size_max_bytes: 100 }));
+        assert_eq!(
+            frame_body_len(101i32.to_be_bytes(), 100),
+            Err(FrameError::Size {
+                size: 101,
+                size_max_bytes: 100
+            })
+        );
+        assert_eq!(
+            frame_body_len((-1i32).to_be_bytes(), 100),
+            Err(FrameError::Size {
+                size: -1,
+                size_max_bytes: 100
+            })
+        );
         assert!(frame_body_len(i32::MAX.to_be_bytes(), 100 << 20).is_err());
     }
 
@@ -56,7 +71,14 @@ mod tests {
             assert_eq!(header_prefix(&[0u8; 8][..n]), Err(FrameError::Short));
         }
         let p = header_prefix(&[0, 18, 0, 3, 0, 0, 1, 2]).unwrap();
-        assert_eq!(p, HeaderPrefix { api_key: 18, api_version: 3, correlation_id: 258 });
+        assert_eq!(
+            p,
+            HeaderPrefix {
+                api_key: 18,
+                api_version: 3,
+                correlation_id: 258
+            }
+        );
     }
 
     proptest! {

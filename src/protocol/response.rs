@@ -17,7 +17,9 @@ pub struct ResponseFrame<R> {
 
 impl<R> ResponseFrame<R> {
     pub fn from_bytes(frame: Bytes) -> Self {
-        ResponseFrame { parts: vec![Part::Mem(frame)] }
+        ResponseFrame {
+            parts: vec![Part::Mem(frame)],
+        }
     }
 
     pub fn len_bytes(&self) -> u64 {
@@ -45,7 +47,12 @@ impl<R> FrameBuilder<R> {
         let mut current = BytesMut::with_capacity(1024);
         current.put_i32(0);
         current.put_i32(correlation_id);
-        FrameBuilder { done: Vec::new(), current, first: None, total_bytes: 0 }
+        FrameBuilder {
+            done: Vec::new(),
+            current,
+            first: None,
+            total_bytes: 0,
+        }
     }
 
     pub fn buf(&mut self) -> &mut BytesMut {
@@ -124,7 +131,10 @@ mod tests {
         b.region(&b"de"[..], 2);
         let f = b.finish();
         assert_eq!(f.len_bytes(), 4 + 4 + 1 + 3 + 1 + 2);
-        assert_eq!(flatten(f), [0, 0, 0, 11, 0, 0, 0, 7, 1, b'a', b'b', b'c', 2, b'd', b'e']);
+        assert_eq!(
+            flatten(f),
+            [0, 0, 0, 11, 0, 0, 0, 7, 1, b'a', b'b', b'c', 2, b'd', b'e']
+        );
     }
 
     #[test]
