@@ -174,6 +174,10 @@ pub fn run(common: &Common, args: &ConsumeArgs) -> wire::Result<Report> {
     let layout = layout.ok_or_else(|| {
         WireError::Broker(format!("topic {} does not exist: run `produce` first", args.topic))
     })?;
+    let mut layout = layout;
+    if args.partitions > 0 {
+        layout.leaders.retain(|p, _| (*p as usize) < args.partitions);
+    }
     let all: Vec<i32> = layout.leaders.keys().copied().collect();
     let starts = cluster::list_offsets(&layout, &all, EARLIEST_TIMESTAMP)?;
     let ends = cluster::list_offsets(&layout, &all, LATEST_TIMESTAMP)?;

@@ -106,6 +106,9 @@ pub struct ProduceArgs {
 pub struct ConsumeArgs {
     #[arg(long, default_value = "sable-bench")]
     pub topic: String,
+    /// Read only partitions 0..N of the topic; 0 = all.
+    #[arg(long, default_value_t = 0)]
+    pub partitions: usize,
     /// Fetch max_bytes (Kafka fetch.max.bytes).
     #[arg(long, default_value_t = 50 * 1024 * 1024)]
     pub fetch_max_bytes: i32,
