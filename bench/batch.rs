@@ -206,4 +206,17 @@ mod tests {
         let crc = u32::from_be_bytes(t.bytes[17..21].try_into().unwrap());
         assert_eq!(crc, crc32c::crc32c(&t.bytes[21..]));
     }
+
+    #[test]
+    fn kafka_protocol_decodes_our_batch() {
+        let t = build(4, 20, 1_700_000_000_000);
+        let mut buf = bytes::Bytes::from(t.bytes.clone());
+        let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf).unwrap();
+        assert_eq!(set.records.len(), 4);
+        for (i, r) in set.records.iter().enumerate() {
+            assert_eq!((r.offset, r.timestamp, r.key.is_none()), (i as i64, 1_700_000_000_000, true));
+            let value = r.value.as_ref().unwrap();
+            assert_eq!(&value[..], &t.bytes[t.value_offsets[i]..t.value_offsets[i] + 20]);
+        }
+    }
 }

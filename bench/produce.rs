@@ -366,3 +366,54 @@ pub fn run(common: &Common, args: &ProduceArgs) -> wire::Result<Report> {
 pub fn split_share(total: u64, n: usize, i: usize) -> u64 {
     total / n as u64 + u64::from((i as u64) < total % n as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn layout(leaders: &[(i32, i32)]) -> TopicLayout {
+        TopicLayout {
+            topic: "t".into(),
+            leaders: leaders.iter().copied().collect(),
+            brokers: BTreeMap::from([(0, "h:1".into()), (1, "h:2".into())]),
+        }
+    }
+
+    #[test]
+    fn connections_deal_out_partitions_per_leader() {
+        let l = layout(&[(0, 0), (1, 1), (2, 0), (3, 1)]);
+        let plan = connection_plan(&l, 2, false);
+        let want: Vec<(String, Vec<i32>)> = vec![
+            ("h:1".into(), vec![0]),
+            ("h:1".into(), vec![2]),
+            ("h:2".into(), vec![1]),
+            ("h:2".into(), vec![3]),
+        ];
+        assert_eq!(plan, want);
+        // More connections than partitions: producers share, consumers do not.
+        assert_eq!(connection_plan(&layout(&[(0, 0)]), 3, true).len(), 3);
+        assert_eq!(connection_plan(&layout(&[(0, 0)]), 3, false).len(), 1);
+    }
+
+    #[test]
+    fn shares_add_up() {
+        let total: u64 = (0..3).map(|i| split_share(10, 3, i)).sum();
+        assert_eq!((split_share(10, 3, 0), split_share(10, 3, 2), total), (4, 3, 10));
+    }
+
+    #[test]
+    fn stamped_frame_keeps_a_valid_crc_and_due_times() {
+        let b = batch::build(3, 16, 0);
+        let mut f = FrameTemplate::new("t", 0, 1, 9, &b);
+        f.stamp(1_000, 10);
+        let batch = &f.bytes[f.batch_at..f.batch_at + f.batch_len];
+        let crc = u32::from_be_bytes(batch[17..21].try_into().unwrap());
+        assert_eq!(crc, crc32c::crc32c(&batch[21..]));
+        let mut due = Vec::new();
+        batch::for_each_value_u64(batch, |v| due.push(v)).unwrap();
+        assert_eq!(due, vec![980, 990, 1_000]);
+        wire::patch_correlation_id(&mut f.bytes, 77);
+        assert_eq!(&f.bytes[8..12], &77i32.to_be_bytes());
+    }
+}
