@@ -5,6 +5,7 @@
 //! record, so a stalled broker or a full in-flight window shows up as latency instead of
 //! silently slowing the sender (no coordinated omission).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -55,22 +56,7 @@ pub fn run(common: &Common, args: &E2eArgs) -> wire::Result<Report> {
     let consumed = Stats::new(consumers.len(), Arc::new(AtomicBool::new(false)));
     let cpu = CpuProbe::start(common.broker_pid);
     let progress = stats::spawn_progress(consumed.clone(), "e2e");
-    let mut consumer_handles = Vec::new();
-    for (worker, (addr, partitions)) in consumers.into_iter().enumerate() {
-        let cursors = partitions.iter().map(|p| PartitionCursor::new(*p, starts[p], None)).collect();
-        let plan = FetchPlan {
-            addr,
-            topic: args.topic.clone(),
-            cursors,
-            max_bytes: 50 * 1024 * 1024,
-            partition_max_bytes: 1024 * 1024,
-            min_bytes: 1,
-            max_wait_ms: args.max_wait_ms,
-            worker,
-            record_fetch_latency: false,
-        };
-        consumer_handles.push(spawn_consumer(plan, consumed.clone()));
-    }
+    let consumer_handles = spawn_consumers(args, consumers, &starts, &consumed);
     let started = Instant::now();
     let mut handles = Vec::new();
     for (worker, (addr, partitions)) in producers.iter().enumerate() {
@@ -119,6 +105,32 @@ fn drain(produced: &Stats, consumed: &Stats) -> bool {
         }
         thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// One long-polling consumer per leader, from the offsets the partitions had at the start.
+fn spawn_consumers(
+    args: &E2eArgs,
+    consumers: Vec<(String, Vec<i32>)>,
+    starts: &BTreeMap<i32, i64>,
+    consumed: &Arc<Stats>,
+) -> Vec<thread::JoinHandle<()>> {
+    let mut handles = Vec::new();
+    for (worker, (addr, partitions)) in consumers.into_iter().enumerate() {
+        let cursors = partitions.iter().map(|p| PartitionCursor::new(*p, starts[p], None)).collect();
+        let plan = FetchPlan {
+            addr,
+            topic: args.topic.clone(),
+            cursors,
+            max_bytes: 50 * 1024 * 1024,
+            partition_max_bytes: 1024 * 1024,
+            min_bytes: 1,
+            max_wait_ms: args.max_wait_ms,
+            worker,
+            record_fetch_latency: false,
+        };
+        handles.push(spawn_consumer(plan, consumed.clone()));
+    }
+    handles
 }
 
 fn spawn_consumer(plan: FetchPlan, stats: Arc<Stats>) -> thread::JoinHandle<()> {

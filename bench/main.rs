@@ -42,6 +42,9 @@ struct CommonArgs {
     /// Broker process id: its CPU time (/proc/PID/stat) is reported as CPU-seconds per GB.
     #[arg(long, global = true)]
     broker_pid: Option<u32>,
+    /// Pin every sable-bench thread to these CPUs (e.g. "1" or "0,2-3"); default: unpinned.
+    #[arg(long, global = true)]
+    cpus: Option<String>,
 }
 
 /// What every workload gets from the command line and from main.
@@ -176,8 +179,44 @@ fn install_sigint(stop: &Arc<AtomicBool>) {
     let _ = signal_hook::flag::register(SIGINT, stop.clone());
 }
 
+/// Parses "0,2-3" into CPU numbers.
+fn parse_cpu_list(list: &str) -> Result<Vec<usize>, String> {
+    let mut cpus = Vec::new();
+    for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = || format!("--cpus: cannot read {part:?}");
+        let (lo, hi) = part.split_once('-').unwrap_or((part, part));
+        let (lo, hi): (usize, usize) = (lo.parse().map_err(|_| bad())?, hi.parse().map_err(|_| bad())?);
+        if lo > hi || hi >= libc::CPU_SETSIZE as usize {
+            return Err(bad());
+        }
+        cpus.extend(lo..=hi);
+    }
+    if cpus.is_empty() { Err("--cpus: empty list".into()) } else { Ok(cpus) }
+}
+
+/// Pins this thread, and so every thread it spawns later, to `cpus`.
+fn pin_to_cpus(cpus: &[usize]) -> Result<(), String> {
+    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET write inside it, and the numbers were
+    // checked against CPU_SETSIZE. sched_setaffinity reads the set and keeps no pointer.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        for cpu in cpus {
+            libc::CPU_SET(*cpu, &mut set);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc == 0 { Ok(()) } else { Err(format!("--cpus: {}", std::io::Error::last_os_error())) }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(list) = &cli.common.cpus {
+        if let Err(e) = parse_cpu_list(list).and_then(|cpus| pin_to_cpus(&cpus)) {
+            eprintln!("sable-bench: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let stop = Arc::new(AtomicBool::new(false));
     install_sigint(&stop);
     let common = Common { bootstrap: cli.common.bootstrap, broker_pid: cli.common.broker_pid, stop };
