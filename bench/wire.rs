@@ -21,6 +21,8 @@ pub const CONTROL_RESPONSE_SIZE_MAX_BYTES: usize = 64 * 1024 * 1024;
 /// Every request header version (0, 1, 2) starts with these three fields.
 pub const FRAME_CORRELATION_ID_OFFSET: usize = 8;
 const UNSUPPORTED_VERSION: i16 = 35;
+/// CreateTopics waits for the partitions to open, so this is generous.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(60);
 const CLIENT_ID: &str = "sable-bench";
 
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +146,10 @@ impl Conn {
         let stream = TcpStream::connect_timeout(&resolved, Duration::from_secs(10))
             .map_err(io_err(format!("connect {addr}")))?;
         stream.set_nodelay(true).map_err(io_err("TCP_NODELAY"))?;
+        // Control calls fail instead of hanging on a broker that stopped answering; the
+        // workloads set their own timeouts on the sockets they take over.
+        stream.set_read_timeout(Some(CONTROL_TIMEOUT)).map_err(io_err("read timeout"))?;
+        stream.set_write_timeout(Some(CONTROL_TIMEOUT)).map_err(io_err("write timeout"))?;
         let mut conn =
             Conn { stream, addr: addr.to_string(), versions: Versions::default(), correlation_id: 0 };
         conn.versions = conn.api_versions()?;
