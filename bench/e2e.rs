@@ -77,12 +77,14 @@ pub fn run(common: &Common, args: &E2eArgs) -> wire::Result<Report> {
     }
     let produce_elapsed = stats::run_workers(&produced, started, Some(args.duration), handles);
     let drained = drain(&produced, &consumed);
+    // The run ends when the consumers hold every record, not when their last long poll expires.
+    let consumed_elapsed = started.elapsed().as_secs_f64();
     consumed.stop.store(true, Ordering::Relaxed);
-    let elapsed = stats::run_workers(&consumed, started, None, consumer_handles);
+    stats::run_workers(&consumed, started, None, consumer_handles);
     consumed.finished.store(true, Ordering::Relaxed);
     let _ = progress.join();
     let label = "scheduled send -> consumer has it, per record";
-    let mut report = Report::from_stats("e2e", label, &consumed, elapsed, &cpu);
+    let mut report = Report::from_stats("e2e", label, &consumed, consumed_elapsed, &cpu);
     add_producer_side(&mut report, &produced, produce_elapsed, drained);
     report.extra.insert("target_rate".into(), json!(args.rate));
     report.extra.insert("acks".into(), json!(args.acks));
