@@ -28,12 +28,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A base port with the next 16 ports free too: sable's shard i listens on base + 1 + i.
+# A base port with the next 16 ports free too: sable's shard i listens on base + 1 + i. Taken
+# below the ephemeral range, so no outgoing connection can grab one of them meanwhile.
 free_port() {
     python3 - <<'EOF'
 import random, socket
+low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
 for _ in range(200):
-    base = random.randint(20000, 60000)
+    base = random.randint(10000, max(10001, low - 20))
     socks = []
     try:
         for p in range(base, base + 17):
@@ -99,6 +101,9 @@ if not c.get("reached_high_watermark"):
 print(f"ok    consume read all {c['records_available']} records")
 EOF
 
+if [ "$FAILED" != 0 ]; then
+    echo "sable log (last lines):"; tail -5 "$WORK/sable.log" | sed 's/^/      /'
+fi
 if ! kill -0 "$SABLE_PID" 2>/dev/null; then
     echo "FAIL  sable died during the run"; FAILED=$((FAILED + 1))
     grep -m1 -A1 'panicked at' "$WORK/sable.log" || tail -5 "$WORK/sable.log"
