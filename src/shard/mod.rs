@@ -3,6 +3,7 @@
 //! and shuts down cleanly.
 
 pub mod controller;
+pub mod groups;
 pub mod peers;
 
 use std::cell::{OnceCell, RefCell};
@@ -91,6 +92,7 @@ impl Shard {
                 Err(e) => error!(partition = %tp, error = %e, "could not open partition"),
             }
         }
+        groups::forget_deleted_topics(&self.ctx, &image);
         *self.ctx.metadata.borrow_mut() = image;
     }
 }
@@ -101,7 +103,7 @@ pub fn start(
     shards: usize,
     state: MetadataState,
     stops: Vec<oneshot::Receiver<()>>,
-) -> Vec<glommio::ExecutorJoinHandle<Result<(), String>>> {
+) -> Result<Vec<glommio::ExecutorJoinHandle<Result<(), String>>>, String> {
     let mesh = MeshBuilder::<ShardMsg, _>::full(shards, MESH_CHANNEL_CAPACITY);
     let ready = Arc::new(AtomicUsize::new(0));
     let image = Arc::new(MetadataImage::new(state, shards));
@@ -121,7 +123,7 @@ pub fn start(
                         .instrument(info_span!("shard", shard = i))
                         .await
                 })
-                .expect("spawn shard executor")
+                .map_err(|e| format!("cannot start the executor of shard {i}: {e}"))
         })
         .collect()
 }
@@ -159,6 +161,9 @@ async fn shard_main(
         ))),
         partitions: RefCell::new(HashMap::new()),
         peers: Rc::new(peers.clone()),
+        groups: crate::handler::group_coordinator::GroupCoordinator::new(
+            config.group_initial_rebalance_delay_ms,
+        ),
     });
     let meta_dir = config.data_dir.join("meta");
     let controller = (me == ShardId::CONTROLLER)
@@ -175,11 +180,10 @@ async fn shard_main(
         data_dir: config.data_dir.clone(),
         log_config,
     });
-    peers
-        .shard
-        .set(Rc::downgrade(&shard))
-        .ok()
-        .expect("set once");
+    assert!(
+        peers.shard.set(Rc::downgrade(&shard)).is_ok(),
+        "the back-link is set once"
+    );
 
     for (_from, stream) in receivers.streams() {
         let shard = shard.clone();
@@ -196,6 +200,7 @@ async fn shard_main(
         partitions = ctx.partitions.borrow().len(),
         "partitions open"
     );
+    groups::start(&shard).await;
     // Serve only once every shard has its partitions open, so Metadata never points a client at
     // a shard that would refuse it.
     ready.fetch_add(1, Ordering::SeqCst);
@@ -224,6 +229,7 @@ async fn shard_main(
     if let Err(e) = gate.close().await {
         warn!(error = %e, "closing connections");
     }
+    ctx.groups.close().await;
     let logs: Vec<_> = ctx.partitions.borrow().values().cloned().collect();
     for log in logs {
         if let Err(e) = log.close().await {

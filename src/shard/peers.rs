@@ -12,6 +12,7 @@ use futures::future::{LocalBoxFuture, join_all};
 use glommio::channels::channel_mesh::Senders;
 
 use super::Shard;
+use crate::group::{GroupDescription, GroupListing};
 use crate::handler::Peers;
 use crate::metadata::MetadataImage;
 use crate::metadata::controller::{TopicError, TopicSpec};
@@ -33,6 +34,14 @@ pub enum ShardMsg {
     ApplyImage {
         image: Arc<MetadataImage>,
         reply: oneshot::Sender<()>,
+    },
+    ListGroups {
+        states: Vec<String>,
+        reply: oneshot::Sender<Vec<GroupListing>>,
+    },
+    DescribeGroups {
+        group_ids: Vec<String>,
+        reply: oneshot::Sender<Vec<GroupDescription>>,
     },
 }
 
@@ -86,7 +95,7 @@ impl ShardPeers {
 
 fn gone(n: usize) -> TopicResults {
     (0..n)
-        .map(|_| Err(TopicError::InvalidConfig("controller unavailable".into())))
+        .map(|_| Err(TopicError::ControllerUnavailable))
         .collect()
 }
 
@@ -149,6 +158,36 @@ impl Peers for Rc<ShardPeers> {
     fn sleep(&self, duration: Duration) -> LocalBoxFuture<'static, ()> {
         glommio::timer::sleep(duration).boxed_local()
     }
+
+    fn list_groups(
+        &self,
+        shard: ShardId,
+        states: Vec<String>,
+    ) -> LocalBoxFuture<'static, Vec<GroupListing>> {
+        let this = self.clone();
+        async move {
+            let answer = this
+                .ask(shard, |reply| ShardMsg::ListGroups { states, reply })
+                .await;
+            // A shard that is stopping lists nothing rather than failing the whole answer.
+            answer.unwrap_or_default()
+        }
+        .boxed_local()
+    }
+
+    fn describe_groups(
+        &self,
+        shard: ShardId,
+        group_ids: Vec<String>,
+    ) -> LocalBoxFuture<'static, Vec<GroupDescription>> {
+        let this = self.clone();
+        async move {
+            this.ask(shard, |reply| ShardMsg::DescribeGroups { group_ids, reply })
+                .await
+                .unwrap_or_default()
+        }
+        .boxed_local()
+    }
 }
 
 /// Handles one message from another shard.
@@ -179,6 +218,13 @@ pub async fn handle(shard: Rc<Shard>, msg: ShardMsg) {
         ShardMsg::ApplyImage { image, reply } => {
             shard.apply_image(image).await;
             let _ = reply.send(());
+        }
+        ShardMsg::ListGroups { states, reply } => {
+            let _ = reply.send(shard.ctx.groups.manager.borrow().list(&states));
+        }
+        ShardMsg::DescribeGroups { group_ids, reply } => {
+            let m = shard.ctx.groups.manager.borrow();
+            let _ = reply.send(group_ids.iter().map(|id| m.describe(id)).collect());
         }
     }
 }
