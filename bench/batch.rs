@@ -74,7 +74,10 @@ pub fn build(records: usize, value_bytes: usize, timestamp_ms: i64) -> BatchTemp
     h[53..57].copy_from_slice(&(-1i32).to_be_bytes());
     h[57..61].copy_from_slice(&(records as i32).to_be_bytes());
     reseal(&mut bytes);
-    BatchTemplate { bytes, value_offsets }
+    BatchTemplate {
+        bytes,
+        value_offsets,
+    }
 }
 
 /// Recomputes the CRC-32C of a batch after its attributes..end changed.
@@ -108,10 +111,15 @@ pub fn parse_header(buf: &[u8]) -> Result<Option<BatchInfo>, String> {
     let base_offset = i64::from_be_bytes(buf[0..8].try_into().expect("8 bytes"));
     let batch_length = be_i32(buf, 8);
     if batch_length < (BATCH_HEADER_BYTES - BATCH_LOG_OVERHEAD_BYTES) as i32 {
-        return Err(format!("batch length {batch_length} at offset {base_offset}"));
+        return Err(format!(
+            "batch length {batch_length} at offset {base_offset}"
+        ));
     }
     if buf[MAGIC_OFFSET] != 2 {
-        return Err(format!("magic {} at offset {base_offset} (want 2)", buf[MAGIC_OFFSET]));
+        return Err(format!(
+            "magic {} at offset {base_offset} (want 2)",
+            buf[MAGIC_OFFSET]
+        ));
     }
     let size_bytes = batch_length as usize + BATCH_LOG_OVERHEAD_BYTES;
     if buf.len() < size_bytes {
@@ -158,7 +166,9 @@ pub fn batches(mut buf: &[u8]) -> impl Iterator<Item = Result<(BatchInfo, &[u8])
 fn get_varint(buf: &[u8], at: &mut usize) -> Result<i64, String> {
     let mut z: u64 = 0;
     for shift in (0..70).step_by(7) {
-        let Some(&b) = buf.get(*at) else { return Err("varint past end".into()) };
+        let Some(&b) = buf.get(*at) else {
+            return Err("varint past end".into());
+        };
         *at += 1;
         z |= u64::from(b & 0x7f) << shift;
         if b & 0x80 == 0 {
@@ -175,7 +185,9 @@ pub fn for_each_value_u64(batch: &[u8], mut f: impl FnMut(u64)) -> Result<(), St
     while at < batch.len() {
         let len = get_varint(batch, &mut at)?;
         let end = at.checked_add(usize::try_from(len).map_err(|_| "record length")?);
-        let end = end.filter(|e| *e <= batch.len()).ok_or("record past batch end")?;
+        let end = end
+            .filter(|e| *e <= batch.len())
+            .ok_or("record past batch end")?;
         at += 1; // attributes
         get_varint(batch, &mut at)?; // timestampDelta
         get_varint(batch, &mut at)?; // offsetDelta
@@ -183,9 +195,13 @@ pub fn for_each_value_u64(batch: &[u8], mut f: impl FnMut(u64)) -> Result<(), St
         at += usize::try_from(key_len.max(0)).map_err(|_| "key length")?;
         let value_len = get_varint(batch, &mut at)?;
         if value_len < 8 || at + 8 > end {
-            return Err(format!("record value of {value_len} bytes holds no timestamp"));
+            return Err(format!(
+                "record value of {value_len} bytes holds no timestamp"
+            ));
         }
-        f(u64::from_be_bytes(batch[at..at + 8].try_into().expect("8 bytes")));
+        f(u64::from_be_bytes(
+            batch[at..at + 8].try_into().expect("8 bytes"),
+        ));
         at = end;
     }
     Ok(())
@@ -199,7 +215,10 @@ mod tests {
     fn build_then_parse_round_trips() {
         let t = build(5, 16, 1234);
         let info = parse_header(&t.bytes).unwrap().unwrap();
-        assert_eq!((info.records, info.next_offset, info.size_bytes), (5, 5, t.bytes.len()));
+        assert_eq!(
+            (info.records, info.next_offset, info.size_bytes),
+            (5, 5, t.bytes.len())
+        );
         let mut seen = 0;
         for_each_value_u64(&t.bytes, |_| seen += 1).unwrap();
         assert_eq!(seen, 5);
@@ -214,9 +233,15 @@ mod tests {
         let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf).unwrap();
         assert_eq!(set.records.len(), 4);
         for (i, r) in set.records.iter().enumerate() {
-            assert_eq!((r.offset, r.timestamp, r.key.is_none()), (i as i64, 1_700_000_000_000, true));
+            assert_eq!(
+                (r.offset, r.timestamp, r.key.is_none()),
+                (i as i64, 1_700_000_000_000, true)
+            );
             let value = r.value.as_ref().unwrap();
-            assert_eq!(&value[..], &t.bytes[t.value_offsets[i]..t.value_offsets[i] + 20]);
+            assert_eq!(
+                &value[..],
+                &t.bytes[t.value_offsets[i]..t.value_offsets[i] + 20]
+            );
         }
     }
 }

@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::{
     ApiKey, BrokerId, CreateTopicsRequest, ListOffsetsRequest, MetadataRequest, TopicName,
 };
@@ -58,7 +58,9 @@ impl TopicLayout {
 pub fn describe(conn: &mut Conn, topic: &str) -> Result<(usize, Option<TopicLayout>)> {
     let version = conn.versions.pick(ApiKey::Metadata, 1..=12)?;
     let req = MetadataRequest::default()
-        .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(topic_name(topic)))]))
+        .with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(topic_name(topic))),
+        ]))
         .with_allow_auto_topic_creation(false);
     let resp = conn.call(&req, version)?;
     let brokers: BTreeMap<i32, String> = resp
@@ -66,7 +68,10 @@ pub fn describe(conn: &mut Conn, topic: &str) -> Result<(usize, Option<TopicLayo
         .iter()
         .map(|b| (b.node_id.0, format!("{}:{}", b.host.as_str(), b.port)))
         .collect();
-    let Some(t) = resp.topics.iter().find(|t| t.name.as_ref().is_some_and(|n| n.as_str() == topic))
+    let Some(t) = resp
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().is_some_and(|n| n.as_str() == topic))
     else {
         return Ok((brokers.len(), None));
     };
@@ -80,7 +85,14 @@ pub fn describe(conn: &mut Conn, topic: &str) -> Result<(usize, Option<TopicLayo
         }
         leaders.insert(p.partition_index, p.leader_id.0);
     }
-    Ok((brokers.len(), Some(TopicLayout { topic: topic.to_string(), leaders, brokers })))
+    Ok((
+        brokers.len(),
+        Some(TopicLayout {
+            topic: topic.to_string(),
+            leaders,
+            brokers,
+        }),
+    ))
 }
 
 /// Looks `topic` up, creating it with `partitions` (0 = one per broker) if it is missing, and
@@ -90,7 +102,11 @@ pub fn ensure_topic(conn: &mut Conn, topic: &str, partitions: usize) -> Result<T
     if let Some(layout) = found {
         return Ok(layout);
     }
-    let wanted = if partitions == 0 { broker_count.max(1) } else { partitions };
+    let wanted = if partitions == 0 {
+        broker_count.max(1)
+    } else {
+        partitions
+    };
     create_topic(conn, topic, wanted)?;
     let started = Instant::now();
     loop {
@@ -98,7 +114,9 @@ pub fn ensure_topic(conn: &mut Conn, topic: &str, partitions: usize) -> Result<T
             return Ok(layout);
         }
         if started.elapsed() > TOPIC_READY_WAIT_MAX {
-            return Err(WireError::Broker(format!("topic {topic} has no leaders after creation")));
+            return Err(WireError::Broker(format!(
+                "topic {topic} has no leaders after creation"
+            )));
         }
         thread::sleep(Duration::from_millis(100));
     }
@@ -118,7 +136,11 @@ fn create_topic(conn: &mut Conn, topic: &str, partitions: usize) -> Result<()> {
     let resp = conn.call(&req, version)?;
     for t in &resp.topics {
         if t.error_code != 0 && t.error_code != TOPIC_ALREADY_EXISTS {
-            let msg = t.error_message.as_ref().map(|m| m.as_str().to_string()).unwrap_or_default();
+            let msg = t
+                .error_message
+                .as_ref()
+                .map(|m| m.as_str().to_string())
+                .unwrap_or_default();
             return Err(WireError::Broker(format!(
                 "CreateTopics {topic}: {} {msg}",
                 error_name(t.error_code)
@@ -140,17 +162,19 @@ pub fn list_offsets(
     for (leader, parts) in layout.by_leader(partitions) {
         let mut conn = Conn::connect(layout.addr(leader)?)?;
         let version = conn.versions.pick(ApiKey::ListOffsets, 1..=9)?;
-        let topic = ListOffsetsTopic::default().with_name(topic_name(&layout.topic)).with_partitions(
-            parts
-                .iter()
-                .map(|p| {
-                    ListOffsetsPartition::default()
-                        .with_partition_index(*p)
-                        .with_current_leader_epoch(-1)
-                        .with_timestamp(timestamp)
-                })
-                .collect(),
-        );
+        let topic = ListOffsetsTopic::default()
+            .with_name(topic_name(&layout.topic))
+            .with_partitions(
+                parts
+                    .iter()
+                    .map(|p| {
+                        ListOffsetsPartition::default()
+                            .with_partition_index(*p)
+                            .with_current_leader_epoch(-1)
+                            .with_timestamp(timestamp)
+                    })
+                    .collect(),
+            );
         let req = ListOffsetsRequest::default()
             .with_replica_id(BrokerId(-1))
             .with_topics(vec![topic]);

@@ -36,7 +36,12 @@ pub struct PartitionCursor {
 
 impl PartitionCursor {
     pub fn new(partition: i32, next_offset: i64, end_offset: Option<i64>) -> PartitionCursor {
-        PartitionCursor { partition, next_offset, end_offset, failed: false }
+        PartitionCursor {
+            partition,
+            next_offset,
+            end_offset,
+            failed: false,
+        }
     }
 
     fn active(&self) -> bool {
@@ -67,15 +72,22 @@ pub fn fetch_loop(
     mut on_batch: impl FnMut(&BatchInfo, &[u8]),
 ) -> wire::Result<()> {
     let mut conn = Conn::connect(&plan.addr)?;
-    conn.stream.set_read_timeout(Some(SOCKET_TIMEOUT)).map_err(wire::io_err("read timeout"))?;
+    conn.stream
+        .set_read_timeout(Some(SOCKET_TIMEOUT))
+        .map_err(wire::io_err("read timeout"))?;
     let version = conn.versions.pick(ApiKey::Fetch, 4..=12)?;
     let response_max = (plan.max_bytes.max(0) as usize).saturating_add(FETCH_RESPONSE_SLACK_BYTES);
-    let mut reader = BufReader::with_capacity(256 * 1024, conn.stream.try_clone().map_err(wire::io_err("clone"))?);
+    let mut reader = BufReader::with_capacity(
+        256 * 1024,
+        conn.stream.try_clone().map_err(wire::io_err("clone"))?,
+    );
     while keep_going() && plan.cursors.iter().any(PartitionCursor::active) {
         let correlation_id = conn.next_correlation_id();
         let frame = wire::encode_frame(&fetch_request(&plan), version, correlation_id)?;
         let sent_ns = now_ns();
-        conn.stream.write_all(&frame).map_err(wire::io_err(format!("fetch to {}", plan.addr)))?;
+        conn.stream
+            .write_all(&frame)
+            .map_err(wire::io_err(format!("fetch to {}", plan.addr)))?;
         let reply = wire::read_frame(&mut reader, response_max)?;
         if plan.record_fetch_latency {
             stats.record_latency(plan.worker, now_ns() - sent_ns, 1);
@@ -83,7 +95,10 @@ pub fn fetch_loop(
         stats.requests.fetch_add(1, Ordering::Relaxed);
         let (got, resp) = wire::decode_response::<FetchRequest>(reply, version)?;
         if got != correlation_id {
-            return Err(WireError::Correlation { got, want: correlation_id });
+            return Err(WireError::Correlation {
+                got,
+                want: correlation_id,
+            });
         }
         apply_response(&mut plan, &resp, stats, &mut on_batch);
     }
@@ -126,21 +141,34 @@ fn apply_response(
     on_batch: &mut impl FnMut(&BatchInfo, &[u8]),
 ) {
     if resp.error_code != 0 {
-        stats.error(format!("fetch from {}: {}", plan.addr, error_name(resp.error_code)));
+        stats.error(format!(
+            "fetch from {}: {}",
+            plan.addr,
+            error_name(resp.error_code)
+        ));
         plan.cursors.iter_mut().for_each(|c| c.failed = true);
         return;
     }
     for t in &resp.responses {
         for p in &t.partitions {
-            let Some(cursor) = plan.cursors.iter_mut().find(|c| c.partition == p.partition_index)
+            let Some(cursor) = plan
+                .cursors
+                .iter_mut()
+                .find(|c| c.partition == p.partition_index)
             else {
-                stats.error(format!("fetch answered partition {} we did not ask for", p.partition_index));
+                stats.error(format!(
+                    "fetch answered partition {} we did not ask for",
+                    p.partition_index
+                ));
                 continue;
             };
             if p.error_code != 0 {
                 stats.error(format!(
                     "fetch {}-{} at {}: {}",
-                    plan.topic, p.partition_index, cursor.next_offset, error_name(p.error_code)
+                    plan.topic,
+                    p.partition_index,
+                    cursor.next_offset,
+                    error_name(p.error_code)
                 ));
                 cursor.failed = true;
                 continue;
@@ -172,11 +200,16 @@ pub fn run(common: &Common, args: &ConsumeArgs) -> wire::Result<Report> {
     let mut boot = Conn::connect(&common.bootstrap)?;
     let (_, layout) = cluster::describe(&mut boot, &args.topic)?;
     let layout = layout.ok_or_else(|| {
-        WireError::Broker(format!("topic {} does not exist: run `produce` first", args.topic))
+        WireError::Broker(format!(
+            "topic {} does not exist: run `produce` first",
+            args.topic
+        ))
     })?;
     let mut layout = layout;
     if args.partitions > 0 {
-        layout.leaders.retain(|p, _| (*p as usize) < args.partitions);
+        layout
+            .leaders
+            .retain(|p, _| (*p as usize) < args.partitions);
     }
     let all: Vec<i32> = layout.leaders.keys().copied().collect();
     let starts = cluster::list_offsets(&layout, &all, EARLIEST_TIMESTAMP)?;
@@ -195,8 +228,10 @@ pub fn run(common: &Common, args: &ConsumeArgs) -> wire::Result<Report> {
     let started = Instant::now();
     let mut handles = Vec::new();
     for (worker, (addr, partitions)) in conns.into_iter().enumerate() {
-        let cursors =
-            partitions.iter().map(|p| PartitionCursor::new(*p, starts[p], Some(ends[p]))).collect();
+        let cursors = partitions
+            .iter()
+            .map(|p| PartitionCursor::new(*p, starts[p], Some(ends[p])))
+            .collect();
         let plan = FetchPlan {
             addr,
             topic: args.topic.clone(),
@@ -211,7 +246,8 @@ pub fn run(common: &Common, args: &ConsumeArgs) -> wire::Result<Report> {
         let stats = stats.clone();
         handles.push(thread::spawn(move || {
             let keep_going = || !stats.stopped();
-            let count = |info: &BatchInfo, bytes: &[u8]| stats.add(info.records, bytes.len() as u64);
+            let count =
+                |info: &BatchInfo, bytes: &[u8]| stats.add(info.records, bytes.len() as u64);
             if let Err(e) = fetch_loop(plan, &stats, keep_going, count) {
                 stats.error(format!("consume: {e}"));
             }
@@ -222,9 +258,19 @@ pub fn run(common: &Common, args: &ConsumeArgs) -> wire::Result<Report> {
     let _ = progress.join();
     let mut report = Report::from_stats("consume", "fetch round trip", &stats, elapsed, &cpu);
     let consumed = report.records;
-    report.extra.insert("records_available".into(), json!(available));
-    report.extra.insert("reached_high_watermark".into(), json!(consumed as i64 >= available));
-    report.extra.insert("fetch_max_bytes".into(), json!(args.fetch_max_bytes));
-    report.extra.insert("partition_max_bytes".into(), json!(args.partition_max_bytes));
+    report
+        .extra
+        .insert("records_available".into(), json!(available));
+    report.extra.insert(
+        "reached_high_watermark".into(),
+        json!(consumed as i64 >= available),
+    );
+    report
+        .extra
+        .insert("fetch_max_bytes".into(), json!(args.fetch_max_bytes));
+    report.extra.insert(
+        "partition_max_bytes".into(),
+        json!(args.partition_max_bytes),
+    );
     Ok(report)
 }

@@ -16,7 +16,9 @@ use serde_json::json;
 use crate::batch::{self, BatchInfo};
 use crate::cluster::{self, LATEST_TIMESTAMP};
 use crate::consume::{FetchPlan, PartitionCursor, fetch_loop};
-use crate::produce::{ProducerPlan, connection_plan, parse_acks, spawn_producer};
+use crate::produce::{
+    ProducerPlan, check_batch_shape, connection_plan, parse_acks, spawn_producer,
+};
 use crate::report::{CpuProbe, Report};
 use crate::stats::{self, Stats, now_ns};
 use crate::wire::{self, Conn, WireError};
@@ -34,6 +36,7 @@ pub fn run(common: &Common, args: &E2eArgs) -> wire::Result<Report> {
         )));
     }
     let acks = parse_acks(&args.acks).map_err(WireError::Broker)?;
+    check_batch_shape(args.record_size, args.batch_records)?;
     let mut boot = Conn::connect(&common.bootstrap)?;
     let layout = cluster::ensure_topic(&mut boot, &args.topic, args.partitions)?;
     let all: Vec<i32> = layout.leaders.keys().copied().collect();
@@ -88,8 +91,12 @@ pub fn run(common: &Common, args: &E2eArgs) -> wire::Result<Report> {
     add_producer_side(&mut report, &produced, produce_elapsed, drained);
     report.extra.insert("target_rate".into(), json!(args.rate));
     report.extra.insert("acks".into(), json!(args.acks));
-    report.extra.insert("batch_records".into(), json!(args.batch_records));
-    report.extra.insert("record_size".into(), json!(args.record_size));
+    report
+        .extra
+        .insert("batch_records".into(), json!(args.batch_records));
+    report
+        .extra
+        .insert("record_size".into(), json!(args.record_size));
     Ok(report)
 }
 
@@ -118,7 +125,10 @@ fn spawn_consumers(
 ) -> Vec<thread::JoinHandle<()>> {
     let mut handles = Vec::new();
     for (worker, (addr, partitions)) in consumers.into_iter().enumerate() {
-        let cursors = partitions.iter().map(|p| PartitionCursor::new(*p, starts[p], None)).collect();
+        let cursors = partitions
+            .iter()
+            .map(|p| PartitionCursor::new(*p, starts[p], None))
+            .collect();
         let plan = FetchPlan {
             addr,
             topic: args.topic.clone(),
@@ -175,11 +185,18 @@ fn add_producer_side(report: &mut Report, produced: &Stats, produce_elapsed: f64
     if !drained {
         let missing = sent.saturating_sub(report.records);
         report.errors += 1;
-        report.error_samples.push(format!("{missing} acknowledged records never reached the consumer"));
+        report.error_samples.push(format!(
+            "{missing} acknowledged records never reached the consumer"
+        ));
     }
     report.extra.insert("produced_records".into(), json!(sent));
-    report.extra.insert("produce_elapsed_s".into(), json!(produce_elapsed));
-    report.extra.insert("produced_msgs_per_s".into(), json!(sent as f64 / produce_elapsed.max(1e-9)));
+    report
+        .extra
+        .insert("produce_elapsed_s".into(), json!(produce_elapsed));
+    report.extra.insert(
+        "produced_msgs_per_s".into(),
+        json!(sent as f64 / produce_elapsed.max(1e-9)),
+    );
     report.extra.insert(
         "produce_ack_latency_us".into(),
         json!({

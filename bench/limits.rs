@@ -46,7 +46,9 @@ fn loopback_bandwidth(test: Duration) -> io::Result<f64> {
         s.write_all(&chunk)?;
     }
     drop(s);
-    let total = reader.join().map_err(|_| io::Error::other("reader panicked"))??;
+    let total = reader
+        .join()
+        .map_err(|_| io::Error::other("reader panicked"))??;
     Ok(total as f64 / started.elapsed().as_secs_f64())
 }
 
@@ -75,7 +77,8 @@ fn loopback_round_trip(test: Duration) -> io::Result<(u64, u64, u64)> {
         h.saturating_record((t.elapsed().as_nanos() / 1000).max(1) as u64);
     }
     drop(s);
-    echo.join().map_err(|_| io::Error::other("echo panicked"))??;
+    echo.join()
+        .map_err(|_| io::Error::other("echo panicked"))??;
     Ok((h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.max()))
 }
 
@@ -96,7 +99,12 @@ fn memcpy_bandwidth(test: Duration) -> f64 {
 
 fn scratch_file(dir: &Path, name: &str) -> io::Result<(File, PathBuf)> {
     let path = dir.join(format!(".sable-bench-{name}-{}", std::process::id()));
-    let f = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path)?;
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)?;
     Ok((f, path))
 }
 
@@ -133,7 +141,12 @@ fn append_sync_latency(dir: &Path, test: Duration) -> io::Result<(u64, u64, u64,
     }
     drop(f);
     std::fs::remove_file(path)?;
-    Ok((h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.max(), h.len()))
+    Ok((
+        h.value_at_quantile(0.5),
+        h.value_at_quantile(0.99),
+        h.max(),
+        h.len(),
+    ))
 }
 
 /// Runs every probe; a probe that fails is reported as an error string, the others still run.
@@ -142,12 +155,24 @@ pub fn run(args: &LimitsArgs) -> (Value, u64) {
     let dir = &args.dir;
     let mut errors = Vec::new();
     let mut note = |what: &str, e: io::Error| errors.push(format!("{what}: {e}"));
-    eprintln!("limits: {:.1} s per probe, disk probes in {}", args.test_seconds, dir.display());
-    let tcp = loopback_bandwidth(test).map_err(|e| note("loopback bandwidth", e)).ok();
-    let rtt = loopback_round_trip(test).map_err(|e| note("loopback round trip", e)).ok();
+    eprintln!(
+        "limits: {:.1} s per probe, disk probes in {}",
+        args.test_seconds,
+        dir.display()
+    );
+    let tcp = loopback_bandwidth(test)
+        .map_err(|e| note("loopback bandwidth", e))
+        .ok();
+    let rtt = loopback_round_trip(test)
+        .map_err(|e| note("loopback round trip", e))
+        .ok();
     let memcpy = memcpy_bandwidth(test);
-    let seq = sequential_write(dir, test).map_err(|e| note("sequential write", e)).ok();
-    let sync = append_sync_latency(dir, test).map_err(|e| note("fdatasync latency", e)).ok();
+    let seq = sequential_write(dir, test)
+        .map_err(|e| note("sequential write", e))
+        .ok();
+    let sync = append_sync_latency(dir, test)
+        .map_err(|e| note("fdatasync latency", e))
+        .ok();
     let mb = |v: f64| v / 1e6;
     let out = json!({
         "workload": "limits",
@@ -168,10 +193,22 @@ pub fn run(args: &LimitsArgs) -> (Value, u64) {
 }
 
 pub fn print_table(v: &Value, out: &mut dyn Write) -> io::Result<()> {
-    let f = |k: &str| v[k].as_f64().map_or("n/a".to_string(), |x| format!("{x:.0}"));
-    let q = |k: &str, p: &str| v[k][p].as_u64().map_or("n/a".to_string(), |x| x.to_string());
+    let f = |k: &str| {
+        v[k].as_f64()
+            .map_or("n/a".to_string(), |x| format!("{x:.0}"))
+    };
+    let q = |k: &str, p: &str| {
+        v[k][p]
+            .as_u64()
+            .map_or("n/a".to_string(), |x| x.to_string())
+    };
     writeln!(out, "\n== sable-bench limits ({} CPUs) ==", v["cpus"])?;
-    writeln!(out, "{:<36} {} MB/s", "loopback TCP, 1 stream", f("loopback_tcp_mb_per_s"))?;
+    writeln!(
+        out,
+        "{:<36} {} MB/s",
+        "loopback TCP, 1 stream",
+        f("loopback_tcp_mb_per_s")
+    )?;
     writeln!(
         out,
         "{:<36} p50 {} us  p99 {} us  max {} us",
@@ -180,8 +217,18 @@ pub fn print_table(v: &Value, out: &mut dyn Write) -> io::Result<()> {
         q("loopback_rtt_us", "p99"),
         q("loopback_rtt_us", "max")
     )?;
-    writeln!(out, "{:<36} {} MB/s", "memcpy (64 MiB buffers)", f("memcpy_mb_per_s"))?;
-    writeln!(out, "{:<36} {} MB/s", "sequential write + fdatasync", f("seq_write_fdatasync_mb_per_s"))?;
+    writeln!(
+        out,
+        "{:<36} {} MB/s",
+        "memcpy (64 MiB buffers)",
+        f("memcpy_mb_per_s")
+    )?;
+    writeln!(
+        out,
+        "{:<36} {} MB/s",
+        "sequential write + fdatasync",
+        f("seq_write_fdatasync_mb_per_s")
+    )?;
     writeln!(
         out,
         "{:<36} p50 {} us  p99 {} us  max {} us",

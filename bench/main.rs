@@ -19,7 +19,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -34,7 +33,12 @@ struct Cli {
 #[derive(Args)]
 struct CommonArgs {
     /// Broker to bootstrap from (host:port).
-    #[arg(long, global = true, env = "SABLE_BENCH_BOOTSTRAP", default_value = "127.0.0.1:9092")]
+    #[arg(
+        long,
+        global = true,
+        env = "SABLE_BENCH_BOOTSTRAP",
+        default_value = "127.0.0.1:9092"
+    )]
     bootstrap: String,
     /// Print one machine-readable JSON object on stdout (the table goes to stderr).
     #[arg(long, global = true)]
@@ -80,7 +84,7 @@ pub struct ProduceArgs {
     #[arg(long, default_value_t = 100)]
     pub record_size: usize,
     /// Records per batch; each Produce request carries one batch for one partition.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000_000).map(|v| v as usize))]
+    #[arg(long, default_value_t = 100, value_parser = batch_records_in_range)]
     pub batch_records: usize,
     /// With --rate: a batch leaves when full or when its oldest record waited this long (ms).
     #[arg(long)]
@@ -92,7 +96,7 @@ pub struct ProduceArgs {
     #[arg(long, default_value_t = 1)]
     pub connections: usize,
     /// Produce requests in flight per connection.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024).map(|v| v as usize))]
+    #[arg(long, default_value_t = 8, value_parser = inflight_in_range)]
     pub inflight: usize,
     /// Target records per second over all connections; 0 = as fast as possible.
     #[arg(long, default_value_t = 0)]
@@ -140,7 +144,7 @@ pub struct E2eArgs {
     #[arg(long, default_value_t = 100)]
     pub record_size: usize,
     /// Records per batch (a batch leaves when its last record is due).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000).map(|v| v as usize))]
+    #[arg(long, default_value_t = 1, value_parser = batch_records_in_range)]
     pub batch_records: usize,
     /// 0, 1 or all.
     #[arg(long, default_value = "1")]
@@ -152,7 +156,7 @@ pub struct E2eArgs {
     #[arg(long, default_value_t = 1)]
     pub connections: usize,
     /// Produce requests in flight per connection.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024).map(|v| v as usize))]
+    #[arg(long, default_value_t = 8, value_parser = inflight_in_range)]
     pub inflight: usize,
     /// Consumer fetch max_wait_ms (long poll).
     #[arg(long, default_value_t = 500)]
@@ -179,19 +183,46 @@ fn install_sigint(stop: &Arc<AtomicBool>) {
     let _ = signal_hook::flag::register(SIGINT, stop.clone());
 }
 
+/// Records per batch: at least one (an empty batch is invalid), at most a million.
+const BATCH_RECORDS_MAX: usize = 1_000_000;
+/// Requests in flight per connection.
+const INFLIGHT_MAX: usize = 1024;
+
+fn count_in_range(s: &str, max: usize) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("expected a number in 1..={max}")),
+    }
+}
+
+fn batch_records_in_range(s: &str) -> Result<usize, String> {
+    count_in_range(s, BATCH_RECORDS_MAX)
+}
+
+fn inflight_in_range(s: &str) -> Result<usize, String> {
+    count_in_range(s, INFLIGHT_MAX)
+}
+
 /// Parses "0,2-3" into CPU numbers.
 fn parse_cpu_list(list: &str) -> Result<Vec<usize>, String> {
     let mut cpus = Vec::new();
     for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let bad = || format!("--cpus: cannot read {part:?}");
         let (lo, hi) = part.split_once('-').unwrap_or((part, part));
-        let (lo, hi): (usize, usize) = (lo.parse().map_err(|_| bad())?, hi.parse().map_err(|_| bad())?);
+        let (lo, hi): (usize, usize) = (
+            lo.parse().map_err(|_| bad())?,
+            hi.parse().map_err(|_| bad())?,
+        );
         if lo > hi || hi >= libc::CPU_SETSIZE as usize {
             return Err(bad());
         }
         cpus.extend(lo..=hi);
     }
-    if cpus.is_empty() { Err("--cpus: empty list".into()) } else { Ok(cpus) }
+    if cpus.is_empty() {
+        Err("--cpus: empty list".into())
+    } else {
+        Ok(cpus)
+    }
 }
 
 /// Pins this thread, and so every thread it spawns later, to `cpus`.
@@ -206,20 +237,28 @@ fn pin_to_cpus(cpus: &[usize]) -> Result<(), String> {
         }
         libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
     };
-    if rc == 0 { Ok(()) } else { Err(format!("--cpus: {}", std::io::Error::last_os_error())) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(format!("--cpus: {}", std::io::Error::last_os_error()))
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(list) = &cli.common.cpus {
-        if let Err(e) = parse_cpu_list(list).and_then(|cpus| pin_to_cpus(&cpus)) {
-            eprintln!("sable-bench: {e}");
-            return ExitCode::from(2);
-        }
+    if let Some(list) = &cli.common.cpus
+        && let Err(e) = parse_cpu_list(list).and_then(|cpus| pin_to_cpus(&cpus))
+    {
+        eprintln!("sable-bench: {e}");
+        return ExitCode::from(2);
     }
     let stop = Arc::new(AtomicBool::new(false));
     install_sigint(&stop);
-    let common = Common { bootstrap: cli.common.bootstrap, broker_pid: cli.common.broker_pid, stop };
+    let common = Common {
+        bootstrap: cli.common.bootstrap,
+        broker_pid: cli.common.broker_pid,
+        stop,
+    };
     let result = match &cli.workload {
         Workload::Limits(args) => {
             let (value, errors) = limits::run(args);
@@ -229,7 +268,11 @@ fn main() -> ExitCode {
             } else {
                 let _ = limits::print_table(&value, &mut std::io::stdout());
             }
-            return if errors == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+            return if errors == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            };
         }
         Workload::Produce(args) => produce::run(&common, args),
         Workload::Consume(args) => consume::run(&common, args),
@@ -238,7 +281,11 @@ fn main() -> ExitCode {
     match result {
         Ok(report) => {
             report.emit(cli.common.json);
-            if report.errors == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+            if report.errors == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
         Err(e) => {
             eprintln!("sable-bench: {e}");

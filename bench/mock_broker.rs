@@ -19,7 +19,9 @@ fn main() {
     for spec in args {
         let (topic, partitions) = spec.split_once(':').unwrap_or((spec.as_str(), "2"));
         let partitions: i32 = partitions.parse().expect("partition count");
-        cluster.create_topic(topic, partitions, 1).expect("create topic");
+        cluster
+            .create_topic(topic, partitions, 1)
+            .expect("create topic");
     }
     println!("{}", cluster.bootstrap_servers());
     std::io::stdout().flush().expect("flush");

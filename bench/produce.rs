@@ -9,8 +9,8 @@
 
 use std::io::{BufReader, Write};
 use std::net::TcpStream;
-use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -30,6 +30,20 @@ const PRODUCE_RESPONSE_SIZE_MAX_BYTES: usize = 16 * 1024 * 1024;
 /// A socket that accepts or answers nothing for this long is reported as an error.
 pub const SOCKET_TIMEOUT: Duration = Duration::from_secs(60);
 const PRODUCE_TIMEOUT_MS: i32 = 30_000;
+/// Largest batch we build (record values alone); brokers reject far less (Kafka's
+/// message.max.bytes defaults to 1 MiB), this only keeps a typo from allocating gigabytes.
+const BATCH_VALUES_MAX_BYTES: usize = 64 * 1024 * 1024;
+
+/// Refuses batch shapes we will not build.
+pub fn check_batch_shape(record_bytes: usize, records_per_batch: usize) -> wire::Result<()> {
+    match record_bytes.checked_mul(records_per_batch) {
+        Some(n) if n <= BATCH_VALUES_MAX_BYTES => Ok(()),
+        _ => Err(WireError::Broker(format!(
+            "--record-size {record_bytes} x --batch-records {records_per_batch} exceeds \
+             {BATCH_VALUES_MAX_BYTES} bytes per batch"
+        ))),
+    }
+}
 
 /// One Produce frame for one partition, and where its batch and record values sit, so e2e can
 /// stamp each value with its scheduled send time.
@@ -43,7 +57,9 @@ pub struct FrameTemplate {
 impl FrameTemplate {
     pub fn new(topic: &str, partition: i32, acks: i16, version: i16, b: &BatchTemplate) -> Self {
         let records = bytes::Bytes::copy_from_slice(&b.bytes);
-        let data = PartitionProduceData::default().with_index(partition).with_records(Some(records));
+        let data = PartitionProduceData::default()
+            .with_index(partition)
+            .with_records(Some(records));
         let topic_data = TopicProduceData::default()
             .with_name(cluster::topic_name(topic))
             .with_partition_data(vec![data]);
@@ -59,7 +75,12 @@ impl FrameTemplate {
             .position(|w| w == b.bytes.as_slice())
             .expect("the batch is inside its frame");
         let value_offsets = b.value_offsets.clone();
-        FrameTemplate { bytes, batch_at, batch_len: b.bytes.len(), value_offsets }
+        FrameTemplate {
+            bytes,
+            batch_at,
+            batch_len: b.bytes.len(),
+            value_offsets,
+        }
     }
 
     /// Writes each record's scheduled time into its value and reseals the batch CRC. Record `i`
@@ -99,26 +120,42 @@ struct InFlight {
 }
 
 /// Connects and starts the writer and reader threads of one producer connection.
-pub fn spawn_producer(plan: ProducerPlan, stats: Arc<Stats>) -> wire::Result<thread::JoinHandle<()>> {
+pub fn spawn_producer(
+    plan: ProducerPlan,
+    stats: Arc<Stats>,
+) -> wire::Result<thread::JoinHandle<()>> {
     let conn = Conn::connect(&plan.addr)?;
     let version = conn.versions.pick(ApiKey::Produce, 3..=12)?;
-    let timestamp_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
-    let template = batch::build(plan.records_per_batch, plan.record_bytes, timestamp_ms as i64);
+    let timestamp_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let template = batch::build(
+        plan.records_per_batch,
+        plan.record_bytes,
+        timestamp_ms as i64,
+    );
     let frames: Vec<FrameTemplate> = plan
         .partitions
         .iter()
         .map(|p| FrameTemplate::new(&plan.topic, *p, plan.acks, version, &template))
         .collect();
     let stream = conn.stream;
-    stream.set_write_timeout(Some(SOCKET_TIMEOUT)).map_err(wire::io_err("write timeout"))?;
-    stream.set_read_timeout(Some(SOCKET_TIMEOUT)).map_err(wire::io_err("read timeout"))?;
+    stream
+        .set_write_timeout(Some(SOCKET_TIMEOUT))
+        .map_err(wire::io_err("write timeout"))?;
+    stream
+        .set_read_timeout(Some(SOCKET_TIMEOUT))
+        .map_err(wire::io_err("read timeout"))?;
     let reader_stream = stream.try_clone().map_err(wire::io_err("clone socket"))?;
     Ok(thread::spawn(move || {
         // A rendezvous channel (capacity 0) still lets one request be in flight: the reader
         // holds it while it waits for the response.
         let (tx, rx) = mpsc::sync_channel(plan.inflight_max.saturating_sub(1));
         let reader = (plan.acks != 0).then(|| {
-            let (stats, plan_copy) = (stats.clone(), ReaderPlan::from(&plan, version, template.bytes.len()));
+            let (stats, plan_copy) = (
+                stats.clone(),
+                ReaderPlan::from(&plan, version, template.bytes.len()),
+            );
             thread::spawn(move || read_responses(reader_stream, rx, &stats, &plan_copy))
         });
         let tx = (plan.acks != 0).then_some(tx);
@@ -155,16 +192,23 @@ fn write_requests(
         if plan.stamp_values {
             frame.stamp(due_ns, record_interval_ns);
         }
-        if let Some(tx) = &inflight {
-            if tx.send(InFlight { correlation_id, due_ns }).is_err() {
-                break; // the reader stopped on an error it reported
-            }
+        if let Some(tx) = &inflight
+            && tx
+                .send(InFlight {
+                    correlation_id,
+                    due_ns,
+                })
+                .is_err()
+        {
+            break; // the reader stopped on an error it reported
         }
         if let Err(e) = stream.write_all(&frame.bytes) {
             stats.error(format!("produce write to {}: {e}", plan.addr));
             break;
         }
-        stats.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        stats
+            .requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if inflight.is_none() {
             stats.add(plan.records_per_batch as u64, frame.batch_len as u64);
         }
@@ -194,7 +238,12 @@ impl ReaderPlan {
     }
 }
 
-fn read_responses(stream: TcpStream, inflight: Receiver<InFlight>, stats: &Stats, plan: &ReaderPlan) {
+fn read_responses(
+    stream: TcpStream,
+    inflight: Receiver<InFlight>,
+    stats: &Stats,
+    plan: &ReaderPlan,
+) {
     let mut reader = BufReader::with_capacity(64 * 1024, stream);
     while let Ok(sent) = inflight.recv() {
         let result = wire::read_frame(&mut reader, PRODUCE_RESPONSE_SIZE_MAX_BYTES)
@@ -203,7 +252,11 @@ fn read_responses(stream: TcpStream, inflight: Receiver<InFlight>, stats: &Stats
         let resp = match result {
             Ok((got, _)) if got != sent.correlation_id => {
                 let want = sent.correlation_id;
-                stats.error(format!("{}: {}", plan.addr, WireError::Correlation { got, want }));
+                stats.error(format!(
+                    "{}: {}",
+                    plan.addr,
+                    WireError::Correlation { got, want }
+                ));
                 return;
             }
             Ok((_, resp)) => resp,
@@ -277,9 +330,17 @@ pub fn connection_plan(
     let all: Vec<i32> = layout.leaders.keys().copied().collect();
     let mut out = Vec::new();
     for (leader, parts) in layout.by_leader(&all) {
-        let addr = layout.addr(leader).expect("leaders come from the broker list").to_string();
+        let addr = layout
+            .addr(leader)
+            .expect("leaders come from the broker list")
+            .to_string();
         for c in 0..connections.max(1) {
-            let mine: Vec<i32> = parts.iter().skip(c).step_by(connections.max(1)).copied().collect();
+            let mine: Vec<i32> = parts
+                .iter()
+                .skip(c)
+                .step_by(connections.max(1))
+                .copied()
+                .collect();
             if !mine.is_empty() {
                 out.push((addr.clone(), mine));
             } else if share {
@@ -304,6 +365,7 @@ fn effective_batch_records(args: &ProduceArgs, rate_per_connection: f64) -> usiz
 
 pub fn run(common: &Common, args: &ProduceArgs) -> wire::Result<Report> {
     let acks = parse_acks(&args.acks).map_err(WireError::Broker)?;
+    check_batch_shape(args.record_size, args.batch_records)?;
     let mut boot = Conn::connect(&common.bootstrap)?;
     let layout = cluster::ensure_topic(&mut boot, &args.topic, args.partitions)?;
     let conns = connection_plan(&layout, args.connections, true);
@@ -323,7 +385,11 @@ pub fn run(common: &Common, args: &ProduceArgs) -> wire::Result<Report> {
         records_per_batch,
         args.record_size,
         args.acks,
-        if args.rate == 0 { "max".to_string() } else { format!("{}/s", args.rate) }
+        if args.rate == 0 {
+            "max".to_string()
+        } else {
+            format!("{}/s", args.rate)
+        }
     );
     let stats = Stats::new(conns.len(), common.stop.clone());
     let cpu = CpuProbe::start(common.broker_pid);
@@ -347,17 +413,35 @@ pub fn run(common: &Common, args: &ProduceArgs) -> wire::Result<Report> {
         };
         handles.push(spawn_producer(plan, stats.clone())?);
     }
-    let duration = if args.count.is_some() { args.duration } else { args.duration.or(Some(10.0)) };
+    let duration = if args.count.is_some() {
+        args.duration
+    } else {
+        args.duration.or(Some(10.0))
+    };
     let elapsed = stats::run_workers(&stats, started, duration, handles);
-    stats.finished.store(true, std::sync::atomic::Ordering::Relaxed);
+    stats
+        .finished
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = progress.join();
-    let label = if acks == 0 { "none (acks=0)" } else { "scheduled send -> ack, per record" };
+    let label = if acks == 0 {
+        "none (acks=0)"
+    } else {
+        "scheduled send -> ack, per record"
+    };
     let mut report = Report::from_stats("produce", label, &stats, elapsed, &cpu);
     report.extra.insert("acks".into(), json!(args.acks));
-    report.extra.insert("record_size".into(), json!(args.record_size));
-    report.extra.insert("batch_records".into(), json!(records_per_batch));
-    report.extra.insert("connections".into(), json!(conns.len()));
-    report.extra.insert("partitions".into(), json!(layout.leaders.len()));
+    report
+        .extra
+        .insert("record_size".into(), json!(args.record_size));
+    report
+        .extra
+        .insert("batch_records".into(), json!(records_per_batch));
+    report
+        .extra
+        .insert("connections".into(), json!(conns.len()));
+    report
+        .extra
+        .insert("partitions".into(), json!(layout.leaders.len()));
     report.extra.insert("target_rate".into(), json!(args.rate));
     Ok(report)
 }
@@ -399,7 +483,10 @@ mod tests {
     #[test]
     fn shares_add_up() {
         let total: u64 = (0..3).map(|i| split_share(10, 3, i)).sum();
-        assert_eq!((split_share(10, 3, 0), split_share(10, 3, 2), total), (4, 3, 10));
+        assert_eq!(
+            (split_share(10, 3, 0), split_share(10, 3, 2), total),
+            (4, 3, 10)
+        );
     }
 
     #[test]

@@ -20,7 +20,11 @@ impl CpuProbe {
         if let (Some(pid), None) = (broker_pid, broker_start_s) {
             eprintln!("warning: cannot read /proc/{pid}/stat; broker CPU will not be reported");
         }
-        CpuProbe { broker_pid, broker_start_s, self_start_s: stats::self_cpu_seconds() }
+        CpuProbe {
+            broker_pid,
+            broker_start_s,
+            self_start_s: stats::self_cpu_seconds(),
+        }
     }
 
     /// (broker CPU seconds, our CPU seconds) since `start`.
@@ -117,11 +121,28 @@ impl Report {
         let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
         writeln!(out, "\n== sable-bench {} ==", self.workload)?;
         writeln!(out, "{:<22} {:.2} s", "elapsed", self.elapsed_s)?;
-        writeln!(out, "{:<22} {} ({:.0} msg/s)", "records", self.records, self.records as f64 / secs)?;
-        writeln!(out, "{:<22} {} ({:.1} MB/s)", "bytes", self.bytes, self.bytes as f64 / secs / 1e6)?;
+        writeln!(
+            out,
+            "{:<22} {} ({:.0} msg/s)",
+            "records",
+            self.records,
+            self.records as f64 / secs
+        )?;
+        writeln!(
+            out,
+            "{:<22} {} ({:.1} MB/s)",
+            "bytes",
+            self.bytes,
+            self.bytes as f64 / secs / 1e6
+        )?;
         writeln!(out, "{:<22} {}", "requests", self.requests)?;
         writeln!(out, "{:<22} {}", "errors", self.errors)?;
-        writeln!(out, "latency ({}), ms, {} samples:", self.latency_label, h.len())?;
+        writeln!(
+            out,
+            "latency ({}), ms, {} samples:",
+            self.latency_label,
+            h.len()
+        )?;
         writeln!(
             out,
             "  p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",

@@ -91,7 +91,8 @@ impl Stats {
     pub fn merged_histogram(&self) -> Histogram<u64> {
         let mut all = new_histogram();
         for h in &self.histograms {
-            all.add(&*h.lock().expect("histogram lock")).expect("same bounds");
+            all.add(&*h.lock().expect("histogram lock"))
+                .expect("same bounds");
         }
         all
     }

@@ -67,7 +67,9 @@ pub fn encode_frame<R: Request>(req: &R, version: i16, correlation_id: i32) -> R
         .with_request_api_version(version)
         .with_correlation_id(correlation_id)
         .with_client_id(Some(StrBytes::from_static_str(CLIENT_ID)));
-    header.encode(&mut buf, R::header_version(version)).map_err(codec)?;
+    header
+        .encode(&mut buf, R::header_version(version))
+        .map_err(codec)?;
     req.encode(&mut buf, version).map_err(codec)?;
     let body_len = i32::try_from(buf.len() - 4).map_err(codec)?;
     buf[0..4].copy_from_slice(&body_len.to_be_bytes());
@@ -84,10 +86,14 @@ pub fn patch_correlation_id(frame: &mut [u8], correlation_id: i32) {
 /// allocation of that size.
 pub fn read_frame(r: &mut impl Read, size_max_bytes: usize) -> Result<Bytes> {
     let mut len = [0u8; 4];
-    r.read_exact(&mut len).map_err(io_err("read frame length"))?;
+    r.read_exact(&mut len)
+        .map_err(io_err("read frame length"))?;
     let size = i32::from_be_bytes(len);
     if size < 0 || size as usize > size_max_bytes {
-        return Err(WireError::FrameSize { size: i64::from(size), max: size_max_bytes });
+        return Err(WireError::FrameSize {
+            size: i64::from(size),
+            max: size_max_bytes,
+        });
     }
     let mut body = vec![0u8; size as usize];
     r.read_exact(&mut body).map_err(io_err("read frame body"))?;
@@ -98,8 +104,8 @@ pub fn read_frame(r: &mut impl Read, size_max_bytes: usize) -> Result<Bytes> {
 pub fn decode_response<R: Request>(frame: Bytes, version: i16) -> Result<(i32, R::Response)> {
     let mut buf = frame;
     let key = ApiKey::try_from(R::KEY).map_err(|_| WireError::Codec("api key".into()))?;
-    let header = ResponseHeader::decode(&mut buf, key.response_header_version(version))
-        .map_err(codec)?;
+    let header =
+        ResponseHeader::decode(&mut buf, key.response_header_version(version)).map_err(codec)?;
     let body = R::Response::decode(&mut buf, version).map_err(codec)?;
     Ok((header.correlation_id, body))
 }
@@ -148,10 +154,18 @@ impl Conn {
         stream.set_nodelay(true).map_err(io_err("TCP_NODELAY"))?;
         // Control calls fail instead of hanging on a broker that stopped answering; the
         // workloads set their own timeouts on the sockets they take over.
-        stream.set_read_timeout(Some(CONTROL_TIMEOUT)).map_err(io_err("read timeout"))?;
-        stream.set_write_timeout(Some(CONTROL_TIMEOUT)).map_err(io_err("write timeout"))?;
-        let mut conn =
-            Conn { stream, addr: addr.to_string(), versions: Versions::default(), correlation_id: 0 };
+        stream
+            .set_read_timeout(Some(CONTROL_TIMEOUT))
+            .map_err(io_err("read timeout"))?;
+        stream
+            .set_write_timeout(Some(CONTROL_TIMEOUT))
+            .map_err(io_err("write timeout"))?;
+        let mut conn = Conn {
+            stream,
+            addr: addr.to_string(),
+            versions: Versions::default(),
+            correlation_id: 0,
+        };
         conn.versions = conn.api_versions()?;
         Ok(conn)
     }
@@ -165,7 +179,9 @@ impl Conn {
     pub fn call<R: Request>(&mut self, req: &R, version: i16) -> Result<R::Response> {
         let want = self.next_correlation_id();
         let frame = encode_frame(req, version, want)?;
-        self.stream.write_all(&frame).map_err(io_err(format!("write to {}", self.addr)))?;
+        self.stream
+            .write_all(&frame)
+            .map_err(io_err(format!("write to {}", self.addr)))?;
         let reply = read_frame(&mut self.stream, CONTROL_RESPONSE_SIZE_MAX_BYTES)?;
         let (got, body) = decode_response::<R>(reply, version)?;
         if got != want {
@@ -186,7 +202,9 @@ impl Conn {
                 .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
             let want = self.next_correlation_id();
             let frame = encode_frame(&req, version, want)?;
-            self.stream.write_all(&frame).map_err(io_err(format!("write to {}", self.addr)))?;
+            self.stream
+                .write_all(&frame)
+                .map_err(io_err(format!("write to {}", self.addr)))?;
             let reply = read_frame(&mut self.stream, CONTROL_RESPONSE_SIZE_MAX_BYTES)?;
             // The ApiVersions response header is always v0: the correlation id alone.
             if reply.len() < 6 {
@@ -199,14 +217,23 @@ impl Conn {
             if i16::from_be_bytes([reply[4], reply[5]]) == UNSUPPORTED_VERSION {
                 continue;
             }
-            resp = Some(ApiVersionsResponse::decode(&mut reply.slice(4..), version).map_err(codec)?);
+            resp =
+                Some(ApiVersionsResponse::decode(&mut reply.slice(4..), version).map_err(codec)?);
             break;
         }
         let resp = resp.ok_or_else(|| WireError::Broker("ApiVersions v3 and v0 refused".into()))?;
         if resp.error_code != 0 {
-            return Err(WireError::Broker(format!("ApiVersions: {}", error_name(resp.error_code))));
+            return Err(WireError::Broker(format!(
+                "ApiVersions: {}",
+                error_name(resp.error_code)
+            )));
         }
-        let ranges = resp.api_keys.iter().map(|k| (k.api_key, k.min_version, k.max_version));
-        Ok(Versions { ranges: ranges.collect() })
+        let ranges = resp
+            .api_keys
+            .iter()
+            .map(|k| (k.api_key, k.min_version, k.max_version));
+        Ok(Versions {
+            ranges: ranges.collect(),
+        })
     }
 }
