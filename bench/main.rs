@@ -87,7 +87,7 @@ pub struct ProduceArgs {
     #[arg(long, default_value_t = 100, value_parser = batch_records_in_range)]
     pub batch_records: usize,
     /// With --rate: a batch leaves when full or when its oldest record waited this long (ms).
-    #[arg(long)]
+    #[arg(long, alias = "linger")]
     pub linger_ms: Option<f64>,
     /// 0, 1 or all.
     #[arg(long, default_value = "1")]
