@@ -14,6 +14,7 @@ pub mod fetch;
 pub mod find_coordinator;
 pub mod group_coordinator;
 pub mod heartbeat;
+pub mod init_producer_id;
 pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
@@ -75,6 +76,8 @@ pub trait Peers {
     ) -> LocalBoxFuture<'static, Vec<Result<[u8; 16], TopicError>>>;
     /// A timer on this shard.
     fn sleep(&self, duration: Duration) -> LocalBoxFuture<'static, ()>;
+    /// Reserves a block of producer ids from the controller: the first id of the block.
+    fn reserve_producer_ids(&self, count: i64) -> LocalBoxFuture<'static, Result<i64, TopicError>>;
     /// The groups another shard coordinates, in the given states (all when empty).
     fn list_groups(
         &self,
@@ -100,6 +103,8 @@ pub struct Context {
     pub peers: Rc<dyn Peers>,
     /// The consumer groups this shard coordinates.
     pub groups: group_coordinator::GroupCoordinator,
+    /// Producer ids reserved for this shard and not yet handed out.
+    pub producer_ids: RefCell<std::ops::Range<i64>>,
 }
 
 impl Context {
@@ -121,6 +126,7 @@ pub const SUPPORTED: &[(ApiKey, RangeInclusive<i16>)] = &[
     (ApiKey::Metadata, metadata::VERSIONS),
     (ApiKey::ApiVersions, api_versions::VERSIONS),
     (ApiKey::CreateTopics, create_topics::VERSIONS),
+    (ApiKey::InitProducerId, init_producer_id::VERSIONS),
     (ApiKey::DeleteTopics, delete_topics::VERSIONS),
     (ApiKey::FindCoordinator, find_coordinator::VERSIONS),
     (ApiKey::JoinGroup, join_group::VERSIONS),
@@ -178,6 +184,7 @@ pub async fn dispatch(
         ApiKey::Metadata => metadata::serve(ctx, r, body).await.map(Some),
         ApiKey::ApiVersions => api_versions::serve(ctx, r, body).map(Some),
         ApiKey::CreateTopics => create_topics::serve(ctx, r, body).await.map(Some),
+        ApiKey::InitProducerId => init_producer_id::serve(ctx, r, body).await.map(Some),
         ApiKey::DeleteTopics => delete_topics::serve(ctx, r, body).await.map(Some),
         ApiKey::FindCoordinator => find_coordinator::serve(ctx, r, body).await.map(Some),
         ApiKey::JoinGroup => join_group::serve(ctx, r, &header, body).await.map(Some),
@@ -192,7 +199,6 @@ pub async fn dispatch(
         ApiKey::OffsetDelete => offset_delete::serve(ctx, r, body).await.map(Some),
         ApiKey::SaslHandshake
         | ApiKey::DeleteRecords
-        | ApiKey::InitProducerId
         | ApiKey::OffsetForLeaderEpoch
         | ApiKey::AddPartitionsToTxn
         | ApiKey::AddOffsetsToTxn

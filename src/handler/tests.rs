@@ -23,7 +23,10 @@ use crate::protocol::frame::header_prefix;
 use crate::protocol::response::Part;
 use crate::types::ShardId;
 
-struct NoPeers;
+#[derive(Default)]
+struct NoPeers {
+    next_producer_id: std::cell::Cell<i64>,
+}
 
 impl Peers for NoPeers {
     fn create_topics(
@@ -58,6 +61,11 @@ impl Peers for NoPeers {
     fn sleep(&self, _: Duration) -> LocalBoxFuture<'static, ()> {
         async {}.boxed_local()
     }
+    fn reserve_producer_ids(&self, count: i64) -> LocalBoxFuture<'static, Result<i64, TopicError>> {
+        let start = self.next_producer_id.get();
+        self.next_producer_id.set(start + count);
+        async move { Ok(start) }.boxed_local()
+    }
     fn list_groups(
         &self,
         _: ShardId,
@@ -81,15 +89,17 @@ pub(super) fn context() -> Rc<Context> {
         cluster_id: "cluster".into(),
         version: 1,
         topics: vec![],
+        next_producer_id: 0,
     };
     Rc::new(Context {
         shard: ShardId(0),
         config: Rc::new(config),
         metadata: RefCell::new(Arc::new(MetadataImage::new(state, 2))),
         partitions: RefCell::new(HashMap::new()),
-        peers: Rc::new(NoPeers),
+        peers: Rc::new(NoPeers::default()),
         // No initial delay: a lone join completes at once, so block_on never waits on a timer.
         groups: group_coordinator::GroupCoordinator::new(0),
+        producer_ids: RefCell::new(0..0),
     })
 }
 
@@ -232,4 +242,32 @@ fn hostile_array_count_is_refused_without_aborting() {
         run(raw.freeze()),
         Err(HandlerError::Malformed(ApiKey::Metadata, _))
     ));
+}
+
+#[test]
+fn init_producer_id_hands_out_distinct_ids_across_blocks() {
+    use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse};
+    let ctx = context();
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..(crate::limits::PRODUCER_ID_BLOCK_SIZE + 5) {
+        let body = request(
+            ApiKey::InitProducerId,
+            4,
+            &InitProducerIdRequest::default()
+                .with_transactional_id(None)
+                .with_transaction_timeout_ms(60000),
+        );
+        let prefix = header_prefix(&body).unwrap();
+        let frame = futures::executor::block_on(dispatch(&ctx, prefix, body))
+            .unwrap()
+            .unwrap();
+        let mut b = response_body(frame, ApiKey::InitProducerId, 4);
+        let resp = InitProducerIdResponse::decode(&mut b, 4).unwrap();
+        assert_eq!((resp.error_code, resp.producer_epoch), (0, 0));
+        assert!(
+            seen.insert(resp.producer_id.0),
+            "id {} handed out twice",
+            resp.producer_id.0
+        );
+    }
 }

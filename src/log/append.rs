@@ -48,7 +48,7 @@ impl PartitionLog {
         }
         {
             let mut state = self.state.borrow_mut();
-            let interval = self.config.index_interval_bytes;
+            let interval = self.config.borrow().index_interval_bytes;
             let active = state.active_mut();
             for (at, header) in &prepared.batches {
                 active.on_batch(header, position + *at as u64, interval);
@@ -102,8 +102,9 @@ impl PartitionLog {
         if active.size_bytes == 0 {
             return false;
         }
-        active.size_bytes + len_bytes > self.config.segment_bytes
-            || now_ms() - active.created_ms > self.config.segment_ms
+        let config = self.config.borrow();
+        active.size_bytes + len_bytes > config.segment_bytes
+            || now_ms() - active.created_ms > config.segment_ms
             || active.index.is_full()
             || !active.fits_offset(last_offset)
     }

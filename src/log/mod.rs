@@ -54,6 +54,12 @@ pub struct LogConfig {
     pub segment_ms: i64,
     /// index.interval.bytes: log bytes between two sparse index entries. Default 4 KiB.
     pub index_interval_bytes: u32,
+    /// retention.ms: whole segments whose newest record is older than this are deleted.
+    /// -1 keeps everything. Default 7 days.
+    pub retention_ms: i64,
+    /// retention.bytes: old segments are deleted while the partition is larger than this.
+    /// -1 (the default) means no size limit.
+    pub retention_bytes: i64,
 }
 
 impl Default for LogConfig {
@@ -62,6 +68,8 @@ impl Default for LogConfig {
             segment_bytes: SEGMENT_SIZE_DEFAULT_BYTES,
             segment_ms: 7 * 24 * 60 * 60 * 1000,
             index_interval_bytes: INDEX_INTERVAL_BYTES,
+            retention_ms: 7 * 24 * 60 * 60 * 1000,
+            retention_bytes: -1,
         }
     }
 }
@@ -155,7 +163,8 @@ struct SyncState {
 
 pub struct PartitionLog {
     dir: PathBuf,
-    config: LogConfig,
+    /// Replaced whole when the topic's configs change (`set_config`).
+    config: RefCell<LogConfig>,
     leader_epoch: i32,
     state: RefCell<LogState>,
     /// Appends take it in call order and hold it from offset assignment to the end of the write.
@@ -215,7 +224,7 @@ impl PartitionLog {
         let progress = Rc::new(Notify::default());
         Ok(Rc::new(PartitionLog {
             dir,
-            config,
+            config: RefCell::new(config),
             leader_epoch,
             state: RefCell::new(LogState {
                 segments,
@@ -250,6 +259,18 @@ impl PartitionLog {
 
     pub fn log_start_offset(&self) -> Offset {
         Offset(self.state.borrow().segments[0].base_offset)
+    }
+
+    /// The partition's current settings.
+    pub fn config(&self) -> LogConfig {
+        self.config.borrow().clone()
+    }
+
+    /// Applies changed topic configs live (e.g. a lowered retention.ms); the next append, roll or
+    /// retention pass uses them.
+    pub fn set_config(&self, config: LogConfig) {
+        assert!(config.segment_bytes > 0 && config.segment_bytes <= SEGMENT_SIZE_MAX_BYTES);
+        *self.config.borrow_mut() = config;
     }
 
     /// The leader epoch stamped into every appended batch.

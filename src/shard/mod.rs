@@ -164,6 +164,7 @@ async fn shard_main(
         groups: crate::handler::group_coordinator::GroupCoordinator::new(
             config.group_initial_rebalance_delay_ms,
         ),
+        producer_ids: RefCell::new(0..0),
     });
     let meta_dir = config.data_dir.join("meta");
     let controller = (me == ShardId::CONTROLLER)
@@ -172,6 +173,8 @@ async fn shard_main(
         segment_bytes: config.segment_bytes,
         segment_ms: config.segment_ms,
         index_interval_bytes: crate::limits::INDEX_INTERVAL_BYTES,
+        retention_ms: config.retention_ms,
+        retention_bytes: config.retention_bytes,
     };
     let shard = Rc::new(Shard {
         ctx: ctx.clone(),

@@ -43,6 +43,10 @@ pub enum ShardMsg {
         group_ids: Vec<String>,
         reply: oneshot::Sender<Vec<GroupDescription>>,
     },
+    ReserveProducerIds {
+        count: i64,
+        reply: oneshot::Sender<Result<i64, TopicError>>,
+    },
 }
 
 pub struct ShardPeers {
@@ -159,6 +163,27 @@ impl Peers for Rc<ShardPeers> {
         glommio::timer::sleep(duration).boxed_local()
     }
 
+    fn reserve_producer_ids(&self, count: i64) -> LocalBoxFuture<'static, Result<i64, TopicError>> {
+        let this = self.clone();
+        async move {
+            if this.me == ShardId::CONTROLLER {
+                let shard = this.shard();
+                let controller = shard
+                    .controller
+                    .as_ref()
+                    .expect("shard 0 is the controller");
+                return controller.reserve_producer_ids(&this, count).await;
+            }
+            this.ask(ShardId::CONTROLLER, |reply| ShardMsg::ReserveProducerIds {
+                count,
+                reply,
+            })
+            .await
+            .unwrap_or(Err(TopicError::ControllerUnavailable))
+        }
+        .boxed_local()
+    }
+
     fn list_groups(
         &self,
         shard: ShardId,
@@ -218,6 +243,13 @@ pub async fn handle(shard: Rc<Shard>, msg: ShardMsg) {
         ShardMsg::ApplyImage { image, reply } => {
             shard.apply_image(image).await;
             let _ = reply.send(());
+        }
+        ShardMsg::ReserveProducerIds { count, reply } => {
+            let controller = shard
+                .controller
+                .as_ref()
+                .expect("only the controller reserves producer ids");
+            let _ = reply.send(controller.reserve_producer_ids(&shard.peers, count).await);
         }
         ShardMsg::ListGroups { states, reply } => {
             let _ = reply.send(shard.ctx.groups.manager.borrow().list(&states));
