@@ -185,6 +185,7 @@ pub fn run(args: &LimitsArgs) -> (Value, u64) {
         "fdatasync_4k_append_us": sync.map(|(p50, p99, max, n)| {
             json!({"p50": p50, "p99": p99, "max": max, "samples": n})
         }),
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
         "errors": errors.len(),
         "error_samples": errors,
     });

@@ -109,6 +109,9 @@ impl Report {
             "client_cpu_s_per_gb": self.per_gb(self.client_cpu_s),
         });
         let map = obj.as_object_mut().expect("object");
+        // The exact command makes a saved result reproducible.
+        let command: Vec<String> = std::env::args().collect();
+        map.insert("command".into(), json!(command.join(" ")));
         for (k, v) in &self.extra {
             map.insert(k.clone(), v.clone());
         }
