@@ -89,14 +89,17 @@ pub fn run(common: &Common, args: &E2eArgs) -> wire::Result<Report> {
     let label = "scheduled send -> consumer has it, per record";
     let mut report = Report::from_stats("e2e", label, &consumed, consumed_elapsed, &cpu);
     add_producer_side(&mut report, &produced, produce_elapsed, drained);
-    report.extra.insert("target_rate".into(), json!(args.rate));
-    report.extra.insert("acks".into(), json!(args.acks));
+    let settings = [
+        ("target_rate", json!(args.rate)),
+        ("acks", json!(args.acks)),
+        ("batch_records", json!(args.batch_records)),
+        ("record_size", json!(args.record_size)),
+        ("partitions", json!(all.len())),
+        ("producer_connections", json!(producers.len())),
+    ];
     report
         .extra
-        .insert("batch_records".into(), json!(args.batch_records));
-    report
-        .extra
-        .insert("record_size".into(), json!(args.record_size));
+        .extend(settings.map(|(k, v)| (k.to_string(), v)));
     Ok(report)
 }
 

@@ -429,20 +429,17 @@ pub fn run(common: &Common, args: &ProduceArgs) -> wire::Result<Report> {
         "scheduled send -> ack, per record"
     };
     let mut report = Report::from_stats("produce", label, &stats, elapsed, &cpu);
-    report.extra.insert("acks".into(), json!(args.acks));
+    let settings = [
+        ("acks", json!(args.acks)),
+        ("record_size", json!(args.record_size)),
+        ("batch_records", json!(records_per_batch)),
+        ("connections", json!(conns.len())),
+        ("partitions", json!(layout.leaders.len())),
+        ("target_rate", json!(args.rate)),
+    ];
     report
         .extra
-        .insert("record_size".into(), json!(args.record_size));
-    report
-        .extra
-        .insert("batch_records".into(), json!(records_per_batch));
-    report
-        .extra
-        .insert("connections".into(), json!(conns.len()));
-    report
-        .extra
-        .insert("partitions".into(), json!(layout.leaders.len()));
-    report.extra.insert("target_rate".into(), json!(args.rate));
+        .extend(settings.map(|(k, v)| (k.to_string(), v)));
     Ok(report)
 }
 
