@@ -5,6 +5,7 @@
 //! counted from batch headers, never decoded.
 
 use std::io::{BufReader, Write};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::Instant;
@@ -14,7 +15,7 @@ use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse};
 use serde_json::json;
 
 use crate::batch::{self, BatchInfo};
-use crate::cluster::{self, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP};
+use crate::cluster::{self, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, TopicLayout};
 use crate::produce::{SOCKET_TIMEOUT, connection_plan};
 use crate::report::{CpuProbe, Report};
 use crate::stats::{self, Stats, now_ns};
@@ -196,21 +197,37 @@ fn apply_response(
     }
 }
 
-pub fn run(common: &Common, args: &ConsumeArgs) -> wire::Result<Report> {
+/// The topic's layout, restricted to partitions 0..N with --partitions N.
+fn topic_layout(common: &Common, args: &ConsumeArgs) -> wire::Result<TopicLayout> {
     let mut boot = Conn::connect(&common.bootstrap)?;
     let (_, layout) = cluster::describe(&mut boot, &args.topic)?;
-    let layout = layout.ok_or_else(|| {
-        WireError::Broker(format!(
-            "topic {} does not exist: run `produce` first",
-            args.topic
-        ))
-    })?;
-    let mut layout = layout;
+    let Some(mut layout) = layout else {
+        let topic = &args.topic;
+        return Err(WireError::Broker(format!(
+            "topic {topic} does not exist: run `produce` first"
+        )));
+    };
     if args.partitions > 0 {
         layout
             .leaders
             .retain(|p, _| (*p as usize) < args.partitions);
     }
+    Ok(layout)
+}
+
+/// A thread that fetches its partitions to their end offsets, counting batches.
+fn spawn_counter(plan: FetchPlan, stats: Arc<Stats>) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        let keep_going = || !stats.stopped();
+        let count = |info: &BatchInfo, bytes: &[u8]| stats.add(info.records, bytes.len() as u64);
+        if let Err(e) = fetch_loop(plan, &stats, keep_going, count) {
+            stats.error(format!("consume: {e}"));
+        }
+    })
+}
+
+pub fn run(common: &Common, args: &ConsumeArgs) -> wire::Result<Report> {
+    let layout = topic_layout(common, args)?;
     let all: Vec<i32> = layout.leaders.keys().copied().collect();
     let starts = cluster::list_offsets(&layout, &all, EARLIEST_TIMESTAMP)?;
     let ends = cluster::list_offsets(&layout, &all, LATEST_TIMESTAMP)?;
@@ -228,14 +245,11 @@ pub fn run(common: &Common, args: &ConsumeArgs) -> wire::Result<Report> {
     let started = Instant::now();
     let mut handles = Vec::new();
     for (worker, (addr, partitions)) in conns.into_iter().enumerate() {
-        let cursors = partitions
-            .iter()
-            .map(|p| PartitionCursor::new(*p, starts[p], Some(ends[p])))
-            .collect();
+        let cursor = |p: &i32| PartitionCursor::new(*p, starts[p], Some(ends[p]));
         let plan = FetchPlan {
             addr,
             topic: args.topic.clone(),
-            cursors,
+            cursors: partitions.iter().map(cursor).collect(),
             max_bytes: args.fetch_max_bytes,
             partition_max_bytes: args.partition_max_bytes,
             min_bytes: 1,
@@ -243,34 +257,24 @@ pub fn run(common: &Common, args: &ConsumeArgs) -> wire::Result<Report> {
             worker,
             record_fetch_latency: true,
         };
-        let stats = stats.clone();
-        handles.push(thread::spawn(move || {
-            let keep_going = || !stats.stopped();
-            let count =
-                |info: &BatchInfo, bytes: &[u8]| stats.add(info.records, bytes.len() as u64);
-            if let Err(e) = fetch_loop(plan, &stats, keep_going, count) {
-                stats.error(format!("consume: {e}"));
-            }
-        }));
+        handles.push(spawn_counter(plan, stats.clone()));
     }
     let elapsed = stats::run_workers(&stats, started, Some(args.duration), handles);
     stats.finished.store(true, Ordering::Relaxed);
     let _ = progress.join();
     let mut report = Report::from_stats("consume", "fetch round trip", &stats, elapsed, &cpu);
-    let consumed = report.records;
+    let settings = [
+        ("records_available", json!(available)),
+        (
+            "reached_high_watermark",
+            json!(report.records as i64 >= available),
+        ),
+        ("fetch_max_bytes", json!(args.fetch_max_bytes)),
+        ("partition_max_bytes", json!(args.partition_max_bytes)),
+        ("partitions", json!(all.len())),
+    ];
     report
         .extra
-        .insert("records_available".into(), json!(available));
-    report.extra.insert(
-        "reached_high_watermark".into(),
-        json!(consumed as i64 >= available),
-    );
-    report
-        .extra
-        .insert("fetch_max_bytes".into(), json!(args.fetch_max_bytes));
-    report.extra.insert(
-        "partition_max_bytes".into(),
-        json!(args.partition_max_bytes),
-    );
+        .extend(settings.map(|(k, v)| (k.to_string(), v)));
     Ok(report)
 }

@@ -363,76 +363,97 @@ fn effective_batch_records(args: &ProduceArgs, rate_per_connection: f64) -> usiz
     }
 }
 
+/// How a run's records are cut into batches and spread over its connections.
+struct Shape {
+    acks: i16,
+    records_per_batch: usize,
+    batch_interval_ns: u64,
+    batches_total: Option<u64>,
+}
+
+fn shape(args: &ProduceArgs, acks: i16, connections: usize) -> Shape {
+    let rate_per_connection = args.rate as f64 / connections as f64;
+    let records_per_batch = effective_batch_records(args, rate_per_connection);
+    let batch_interval_ns = match args.rate {
+        0 => 0,
+        _ => (records_per_batch as f64 * 1e9 / rate_per_connection) as u64,
+    };
+    let batches_total = args.count.map(|c| c.div_ceil(records_per_batch as u64));
+    Shape {
+        acks,
+        records_per_batch,
+        batch_interval_ns,
+        batches_total,
+    }
+}
+
+fn producer_plans(
+    args: &ProduceArgs,
+    s: &Shape,
+    conns: &[(String, Vec<i32>)],
+) -> Vec<ProducerPlan> {
+    let plan = |(worker, (addr, partitions)): (usize, &(String, Vec<i32>))| ProducerPlan {
+        addr: addr.clone(),
+        topic: args.topic.clone(),
+        partitions: partitions.clone(),
+        acks: s.acks,
+        records_per_batch: s.records_per_batch,
+        record_bytes: args.record_size,
+        batch_interval_ns: s.batch_interval_ns,
+        batches_max: s.batches_total.map(|t| split_share(t, conns.len(), worker)),
+        inflight_max: args.inflight,
+        stamp_values: false,
+        worker,
+    };
+    conns.iter().enumerate().map(plan).collect()
+}
+
 pub fn run(common: &Common, args: &ProduceArgs) -> wire::Result<Report> {
     let acks = parse_acks(&args.acks).map_err(WireError::Broker)?;
     check_batch_shape(args.record_size, args.batch_records)?;
     let mut boot = Conn::connect(&common.bootstrap)?;
     let layout = cluster::ensure_topic(&mut boot, &args.topic, args.partitions)?;
     let conns = connection_plan(&layout, args.connections, true);
-    let rate_per_connection = args.rate as f64 / conns.len() as f64;
-    let records_per_batch = effective_batch_records(args, rate_per_connection);
-    let batch_interval_ns = if args.rate == 0 {
-        0
-    } else {
-        (records_per_batch as f64 * 1e9 / rate_per_connection) as u64
+    let shape = shape(args, acks, conns.len());
+    let rate = match args.rate {
+        0 => "max".to_string(),
+        r => format!("{r}/s"),
     };
-    let batches_total = args.count.map(|c| c.div_ceil(records_per_batch as u64));
     eprintln!(
-        "produce: topic {} partitions {} connections {} batch {} x {} B acks {} rate {}",
+        "produce: topic {} partitions {} connections {} batch {} x {} B acks {} rate {rate}",
         args.topic,
         layout.leaders.len(),
         conns.len(),
-        records_per_batch,
+        shape.records_per_batch,
         args.record_size,
         args.acks,
-        if args.rate == 0 {
-            "max".to_string()
-        } else {
-            format!("{}/s", args.rate)
-        }
     );
     let stats = Stats::new(conns.len(), common.stop.clone());
     let cpu = CpuProbe::start(common.broker_pid);
     let progress = stats::spawn_progress(stats.clone(), "produce");
     let started = Instant::now();
     let mut handles = Vec::new();
-    for (worker, (addr, partitions)) in conns.iter().enumerate() {
-        let share = batches_total.map(|t| split_share(t, conns.len(), worker));
-        let plan = ProducerPlan {
-            addr: addr.clone(),
-            topic: args.topic.clone(),
-            partitions: partitions.clone(),
-            acks,
-            records_per_batch,
-            record_bytes: args.record_size,
-            batch_interval_ns,
-            batches_max: share,
-            inflight_max: args.inflight,
-            stamp_values: false,
-            worker,
-        };
+    for plan in producer_plans(args, &shape, &conns) {
         handles.push(spawn_producer(plan, stats.clone())?);
     }
-    let duration = if args.count.is_some() {
-        args.duration
-    } else {
-        args.duration.or(Some(10.0))
+    let duration = match args.count {
+        Some(_) => args.duration,
+        None => args.duration.or(Some(10.0)),
     };
     let elapsed = stats::run_workers(&stats, started, duration, handles);
     stats
         .finished
         .store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = progress.join();
-    let label = if acks == 0 {
-        "none (acks=0)"
-    } else {
-        "scheduled send -> ack, per record"
+    let label = match acks {
+        0 => "none (acks=0)",
+        _ => "scheduled send -> ack, per record",
     };
     let mut report = Report::from_stats("produce", label, &stats, elapsed, &cpu);
     let settings = [
         ("acks", json!(args.acks)),
         ("record_size", json!(args.record_size)),
-        ("batch_records", json!(records_per_batch)),
+        ("batch_records", json!(shape.records_per_batch)),
         ("connections", json!(conns.len())),
         ("partitions", json!(layout.leaders.len())),
         ("target_rate", json!(args.rate)),
