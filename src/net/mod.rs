@@ -106,12 +106,20 @@ impl Inflight {
     }
 }
 
-async fn read_requests(mut rd: ReadHalf<Stream>, ctx: Rc<Context>, stop: Stop, mut tx: mpsc::Sender<JoinHandle<Handled>>, inflight: Rc<Inflight>) -> Close {
+async fn read_requests(
+    mut rd: ReadHalf<Stream>,
+    ctx: Rc<Context>,
+    stop: Stop,
+    mut tx: mpsc::Sender<JoinHandle<Handled>>,
+    inflight: Rc<Inflight>,
+) -> Close {
     loop {
         let mut prefix = [0u8; 4];
         match select(rd.read_exact(&mut prefix).boxed_local(), stop.clone()).await {
             Either::Left((Ok(()), _)) => {}
-            Either::Left((Err(e), _)) if e.kind() == io::ErrorKind::UnexpectedEof => return Close::Eof,
+            Either::Left((Err(e), _)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                return Close::Eof;
+            }
             Either::Left((Err(e), _)) => return Close::Io(e),
             Either::Right(_) => return Close::Stop,
         }
@@ -121,7 +129,11 @@ async fn read_requests(mut rd: ReadHalf<Stream>, ctx: Rc<Context>, stop: Stop, m
         };
         let mut body = BytesMut::zeroed(len);
         if let Err(e) = rd.read_exact(&mut body).await {
-            return if e.kind() == io::ErrorKind::UnexpectedEof { Close::Eof } else { Close::Io(e) };
+            return if e.kind() == io::ErrorKind::UnexpectedEof {
+                Close::Eof
+            } else {
+                Close::Io(e)
+            };
         }
         let hp = match header_prefix(&body) {
             Ok(hp) => hp,
@@ -147,7 +159,12 @@ async fn read_requests(mut rd: ReadHalf<Stream>, ctx: Rc<Context>, stop: Stop, m
     }
 }
 
-async fn write_responses(mut wr: WriteHalf<Stream>, sock_fd: RawFd, ctx: Rc<Context>, mut rx: mpsc::Receiver<JoinHandle<Handled>>) -> Result<(), Close> {
+async fn write_responses(
+    mut wr: WriteHalf<Stream>,
+    sock_fd: RawFd,
+    ctx: Rc<Context>,
+    mut rx: mpsc::Receiver<JoinHandle<Handled>>,
+) -> Result<(), Close> {
     while let Some(task) = rx.next().await {
         let frame = match task.await {
             Some(Ok(Some(frame))) => frame,
@@ -159,7 +176,11 @@ async fn write_responses(mut wr: WriteHalf<Stream>, sock_fd: RawFd, ctx: Rc<Cont
         for part in frame.parts {
             match part {
                 Part::Mem(b) => wr.write_all(&b).await.map_err(Close::Io)?,
-                Part::Region(region, len) => send::send_region(&mut wr, sock_fd, &region, len, ctx.config.fetch_sendfile).await.map_err(Close::Io)?,
+                Part::Region(region, len) => {
+                    send::send_region(&mut wr, sock_fd, &region, len, ctx.config.fetch_sendfile)
+                        .await
+                        .map_err(Close::Io)?
+                }
             }
         }
     }
