@@ -159,6 +159,9 @@ struct SyncState {
     failed: Cell<bool>,
     /// fdatasync calls issued, for tests and metrics.
     syncs: Cell<u64>,
+    /// Rolled segments whose data the next sync must cover before it counts. A roll does not
+    /// sync inline: with a whole segment of dirty pages that stalled appends for seconds.
+    unsynced_rolled: RefCell<Vec<Rc<SegmentFile>>>,
 }
 
 pub struct PartitionLog {
