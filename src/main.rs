@@ -1,1 +1,167 @@
-fn main() {}
+//! `sable`: parse the config, lock the data directory, load metadata, start one shard per core,
+//! wait for SIGINT/SIGTERM. No broker logic lives here.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::Parser;
+use futures::channel::oneshot;
+use sable::config::Config;
+use sable::metadata::MetadataState;
+use sable::shard;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+#[global_allocator]
+static ALLOC: sable::alloc::LazyLargeAlloc = sable::alloc::LazyLargeAlloc;
+
+/// glommio refuses to start an executor below this soft RLIMIT_MEMLOCK (notes/glommio.md §1).
+const MEMLOCK_MIN_BYTES: u64 = 512 << 10;
+/// sysexits EX_CONFIG: the host or the flags are wrong, not the broker.
+const EXIT_CONFIG: u8 = 78;
+
+fn main() -> ExitCode {
+    let config = Config::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(config) {
+        Ok(code) => code,
+        Err(msg) => {
+            eprintln!("sable: {msg}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+fn run(config: Config) -> Result<ExitCode, String> {
+    let shards = config
+        .shards
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    config.validate(shards)?;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if shards > cpus {
+        return Err(format!(
+            "--shards {shards} exceeds the {cpus} available cores (one pinned executor per core)"
+        ));
+    }
+    ensure_memlock(MEMLOCK_MIN_BYTES)?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
+    let _lock = lock_data_dir(&config.data_dir)?;
+    let state = load_metadata(&config.data_dir)?;
+    tracing::info!(
+        shards,
+        bootstrap = %config.listen,
+        shard_ports = %format!("{}..={}", config.shard_port(0), config.shard_port(shards - 1)),
+        data_dir = %config.data_dir.display(),
+        topics = state.topics.len(),
+        "starting sable"
+    );
+
+    let mut signals = Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let (stop_txs, stop_rxs): (Vec<_>, Vec<_>) =
+        (0..shards).map(|_| oneshot::channel::<()>()).unzip();
+    let handles = shard::start(config, shards, state, stop_rxs);
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            tracing::info!(signal = sig, "shutting down");
+        }
+        for s in stop_txs {
+            let _ = s.send(());
+        }
+    });
+    let mut failed = false;
+    for (i, h) in handles.into_iter().enumerate() {
+        match h.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(msg)) => {
+                // A shard that cannot serve makes the whole broker unusable: stop at once.
+                eprintln!("sable: shard {i}: {msg}");
+                std::process::exit(1);
+            }
+            Err(e) => {
+                eprintln!("sable: shard {i} failed: {e}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Raises the soft locked-memory limit to the hard one if needed; says what to change otherwise.
+fn ensure_memlock(min_bytes: u64) -> Result<(), String> {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `r` is a valid rlimit for the kernel to fill.
+    unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut r) };
+    if r.rlim_cur < min_bytes && r.rlim_max > r.rlim_cur {
+        r.rlim_cur = r.rlim_max;
+        // SAFETY: raising the soft limit up to the hard limit needs no privilege; `r` is valid.
+        unsafe {
+            libc::setrlimit(libc::RLIMIT_MEMLOCK, &r);
+            libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut r);
+        }
+    }
+    if r.rlim_cur >= min_bytes {
+        return Ok(());
+    }
+    Err(format!(
+        "RLIMIT_MEMLOCK is {} KiB; io_uring (glommio) needs at least {} KiB of locked memory. \
+         Fix: `ulimit -l unlimited` in the shell, LimitMEMLOCK=infinity in the systemd unit, \
+         or `--ulimit memlock=-1` for docker.",
+        r.rlim_cur >> 10,
+        min_bytes >> 10
+    ))
+}
+
+/// glommio always sets SO_REUSEPORT, so a second broker on the same port would start silently
+/// and take half the connections; an exclusive lock on the data directory prevents it.
+fn lock_data_dir(dir: &Path) -> Result<File, String> {
+    let path = dir.join(".lock");
+    let f = File::create(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    // SAFETY: `f` is an open file; flock only takes an advisory lock on it.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(format!(
+            "data dir {} is in use by another sable process",
+            dir.display()
+        ));
+    }
+    Ok(f)
+}
+
+/// Reads the controller's metadata before any shard starts (plain std::fs: no reactor yet).
+fn load_metadata(dir: &Path) -> Result<MetadataState, String> {
+    let path = dir.join("meta").join(shard::controller::METADATA_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => MetadataState::decode(&bytes)
+            .map_err(|e| format!("corrupt metadata {}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(MetadataState {
+            cluster_id: new_cluster_id(),
+            version: 0,
+            topics: vec![],
+        }),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// Kafka cluster ids are 22 characters of URL-safe base64 of a UUID.
+fn new_cluster_id() -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let v = uuid::Uuid::new_v4().as_u128();
+    (0..22)
+        .map(|i| ALPHABET[((v >> (i * 6)) & 63) as usize] as char)
+        .collect()
+}

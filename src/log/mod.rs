@@ -103,6 +103,11 @@ impl PartitionLog {
         todo!()
     }
 
+    /// The leader epoch this log stamps into batches (partitionLeaderEpoch).
+    pub fn leader_epoch(&self) -> i32 {
+        todo!()
+    }
+
     /// Whole batches from the one holding `from`, up to `max_bytes` (at least one batch, KIP-74),
     /// never past the high watermark. `from` == high watermark gives an empty slice.
     pub async fn read(&self, _from: Offset, _max_bytes: u64) -> Result<ReadSlice, LogError> {

@@ -2,3 +2,6 @@
 //! response framing. No glommio, no std::net, no clock.
 
 pub mod batch;
+pub mod fetch;
+pub mod frame;
+pub mod response;

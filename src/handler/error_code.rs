@@ -1,0 +1,75 @@
+//! The only place that turns internal errors into Kafka error codes. A client's next move
+//! (retry, refresh metadata, give up) depends on the code, so every choice is made here, with no
+//! catch-all arms.
+
+use kafka_protocol::ResponseError;
+
+use crate::log::LogError;
+use crate::metadata::controller::TopicError;
+use crate::protocol::batch::BatchError;
+
+pub const NONE: i16 = 0;
+
+pub fn code(e: ResponseError) -> i16 {
+    e.code()
+}
+
+pub fn log_error(e: &LogError) -> i16 {
+    code(match e {
+        LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        LogError::Corrupt { .. } => ResponseError::KafkaStorageError,
+        LogError::Closed => ResponseError::NotLeaderOrFollower,
+        LogError::Io(_) => ResponseError::KafkaStorageError,
+    })
+}
+
+pub fn topic_error(e: &TopicError) -> i16 {
+    code(match e {
+        TopicError::AlreadyExists(_) => ResponseError::TopicAlreadyExists,
+        TopicError::Unknown(_) => ResponseError::UnknownTopicOrPartition,
+        TopicError::InvalidName(_) => ResponseError::InvalidTopicException,
+        TopicError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        TopicError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+        TopicError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
+        TopicError::InvalidConfig(_) => ResponseError::InvalidConfig,
+    })
+}
+
+pub fn batch_error(e: &BatchError) -> i16 {
+    code(match e {
+        BatchError::Corrupt { .. } => ResponseError::CorruptMessage,
+        BatchError::Invalid(_) => ResponseError::InvalidRecord,
+        BatchError::TooLarge { .. } => ResponseError::MessageTooLarge,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_match_kafka() {
+        assert_eq!(topic_error(&TopicError::AlreadyExists("t".into())), 36);
+        assert_eq!(topic_error(&TopicError::InvalidName("x".into())), 17);
+        assert_eq!(topic_error(&TopicError::InvalidPartitions(0)), 37);
+        assert_eq!(topic_error(&TopicError::InvalidReplicationFactor(3)), 38);
+        assert_eq!(topic_error(&TopicError::Unknown("t".into())), 3);
+        assert_eq!(
+            batch_error(&BatchError::Corrupt {
+                position_bytes: 0,
+                reason: "crc"
+            }),
+            2
+        );
+        assert_eq!(batch_error(&BatchError::Invalid("x")), 87);
+        assert_eq!(
+            batch_error(&BatchError::TooLarge {
+                size_bytes: 2,
+                max_bytes: 1
+            }),
+            10
+        );
+        assert_eq!(code(ResponseError::UnsupportedVersion), 35);
+        assert_eq!(code(ResponseError::NotLeaderOrFollower), 6);
+    }
+}

@@ -1,0 +1,289 @@
+//! One file per Kafka API. This file holds the handler table (the single source of truth for
+//! ApiVersions), the shard-local `Context` handlers work on, and dispatch.
+//!
+//! Handlers never name glommio: other shards are reached through `Peers`, which `shard/`
+//! implements over the mesh (and tests can fake).
+
+pub mod api_versions;
+pub mod create_topics;
+pub mod delete_topics;
+pub mod error_code;
+pub mod fetch;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ops::RangeInclusive;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes};
+use futures::future::LocalBoxFuture;
+use kafka_protocol::messages::{ApiKey, RequestHeader};
+use kafka_protocol::protocol::{Decodable, Encodable};
+
+use crate::config::Config;
+use crate::log::{FileRegion, PartitionLog};
+use crate::metadata::MetadataImage;
+use crate::metadata::controller::{TopicError, TopicSpec};
+use crate::protocol::frame::HeaderPrefix;
+use crate::protocol::response::{FrameBuilder, ResponseFrame};
+use crate::types::{ShardId, TopicPartition};
+
+pub type Frame = ResponseFrame<FileRegion>;
+
+/// What a handler can fail with that is not a Kafka error code in a response: the connection is
+/// closed (Kafka does the same for requests it cannot parse).
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    #[error("unknown API key {0}")]
+    UnknownApiKey(i16),
+    #[error("unsupported version {1} of {0:?}")]
+    UnsupportedVersion(ApiKey, i16),
+    #[error("malformed {0:?} request: {1}")]
+    Malformed(ApiKey, String),
+}
+
+/// The cross-shard operations a handler may need. Implemented by `shard/` over the mesh.
+pub trait Peers {
+    /// Asks the controller to create topics; answers once their partitions accept writes.
+    fn create_topics(
+        &self,
+        specs: Vec<TopicSpec>,
+        validate_only: bool,
+    ) -> LocalBoxFuture<'static, Vec<Result<[u8; 16], TopicError>>>;
+    /// Asks the controller to delete topics; answers once their partitions are gone.
+    fn delete_topics(
+        &self,
+        names: Vec<String>,
+    ) -> LocalBoxFuture<'static, Vec<Result<[u8; 16], TopicError>>>;
+    /// A timer on this shard.
+    fn sleep(&self, duration: Duration) -> LocalBoxFuture<'static, ()>;
+}
+
+/// One shard's state as handlers see it. `!Send`: it never leaves its shard.
+pub struct Context {
+    pub shard: ShardId,
+    pub config: Rc<Config>,
+    /// Replaced whole when the controller broadcasts a new image.
+    pub metadata: RefCell<Arc<MetadataImage>>,
+    /// The partitions this shard owns, open.
+    pub partitions: RefCell<HashMap<TopicPartition, Rc<PartitionLog>>>,
+    pub peers: Rc<dyn Peers>,
+}
+
+impl Context {
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.metadata.borrow().clone()
+    }
+
+    pub fn partition(&self, tp: &TopicPartition) -> Option<Rc<PartitionLog>> {
+        self.partitions.borrow().get(tp).cloned()
+    }
+}
+
+/// (key, versions advertised in ApiVersions). Advertised may start below what is served where
+/// Kafka 4 does the same (Produce from v0, KAFKA-18659: librdkafka refuses brokers without it).
+pub const SUPPORTED: &[(ApiKey, RangeInclusive<i16>)] = &[
+    (ApiKey::Produce, produce::ADVERTISED),
+    (ApiKey::Fetch, fetch::VERSIONS),
+    (ApiKey::ListOffsets, list_offsets::VERSIONS),
+    (ApiKey::Metadata, metadata::VERSIONS),
+    (ApiKey::ApiVersions, api_versions::VERSIONS),
+    (ApiKey::CreateTopics, create_topics::VERSIONS),
+    (ApiKey::DeleteTopics, delete_topics::VERSIONS),
+];
+
+/// The versions actually served (decoded and answered) for a key.
+fn served(key: ApiKey) -> Option<RangeInclusive<i16>> {
+    match key {
+        ApiKey::Produce => Some(produce::VERSIONS),
+        _ => SUPPORTED
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.clone()),
+    }
+}
+
+/// Answers one request. `Ok(None)`: no response is owed (Produce with acks=0).
+pub async fn dispatch(
+    ctx: &Rc<Context>,
+    prefix: HeaderPrefix,
+    mut body: Bytes,
+) -> Result<Option<Frame>, HandlerError> {
+    let key = ApiKey::try_from(prefix.api_key)
+        .map_err(|_| HandlerError::UnknownApiKey(prefix.api_key))?;
+    let version = prefix.api_version;
+    if key == ApiKey::ApiVersions && !api_versions::VERSIONS.contains(&version) {
+        return Ok(Some(api_versions::unsupported_version(
+            prefix.correlation_id,
+        )));
+    }
+    if !served(key).is_some_and(|v| v.contains(&version)) {
+        return Err(HandlerError::UnsupportedVersion(key, version));
+    }
+    let header_version = key.request_header_version(version);
+    RequestHeader::decode(&mut body, header_version)
+        .map_err(|e| HandlerError::Malformed(key, e.to_string()))?;
+    let r = Request {
+        correlation_id: prefix.correlation_id,
+        version,
+        key,
+    };
+    match key {
+        ApiKey::Produce => produce::serve(ctx, r, body).await,
+        ApiKey::Fetch => fetch::serve(ctx, r, body).await.map(Some),
+        ApiKey::ListOffsets => list_offsets::serve(ctx, r, body).await.map(Some),
+        ApiKey::Metadata => metadata::serve(ctx, r, body).await.map(Some),
+        ApiKey::ApiVersions => api_versions::serve(ctx, r, body).map(Some),
+        ApiKey::CreateTopics => create_topics::serve(ctx, r, body).await.map(Some),
+        ApiKey::DeleteTopics => delete_topics::serve(ctx, r, body).await.map(Some),
+        ApiKey::OffsetCommit
+        | ApiKey::OffsetFetch
+        | ApiKey::FindCoordinator
+        | ApiKey::JoinGroup
+        | ApiKey::Heartbeat
+        | ApiKey::LeaveGroup
+        | ApiKey::SyncGroup
+        | ApiKey::DescribeGroups
+        | ApiKey::ListGroups
+        | ApiKey::SaslHandshake
+        | ApiKey::DeleteRecords
+        | ApiKey::InitProducerId
+        | ApiKey::OffsetForLeaderEpoch
+        | ApiKey::AddPartitionsToTxn
+        | ApiKey::AddOffsetsToTxn
+        | ApiKey::EndTxn
+        | ApiKey::WriteTxnMarkers
+        | ApiKey::TxnOffsetCommit
+        | ApiKey::DescribeAcls
+        | ApiKey::CreateAcls
+        | ApiKey::DeleteAcls
+        | ApiKey::DescribeConfigs
+        | ApiKey::AlterConfigs
+        | ApiKey::AlterReplicaLogDirs
+        | ApiKey::DescribeLogDirs
+        | ApiKey::SaslAuthenticate
+        | ApiKey::CreatePartitions
+        | ApiKey::CreateDelegationToken
+        | ApiKey::RenewDelegationToken
+        | ApiKey::ExpireDelegationToken
+        | ApiKey::DescribeDelegationToken
+        | ApiKey::DeleteGroups
+        | ApiKey::ElectLeaders
+        | ApiKey::IncrementalAlterConfigs
+        | ApiKey::AlterPartitionReassignments
+        | ApiKey::ListPartitionReassignments
+        | ApiKey::OffsetDelete
+        | ApiKey::DescribeClientQuotas
+        | ApiKey::AlterClientQuotas
+        | ApiKey::DescribeUserScramCredentials
+        | ApiKey::AlterUserScramCredentials
+        | ApiKey::Vote
+        | ApiKey::BeginQuorumEpoch
+        | ApiKey::EndQuorumEpoch
+        | ApiKey::DescribeQuorum
+        | ApiKey::AlterPartition
+        | ApiKey::UpdateFeatures
+        | ApiKey::Envelope
+        | ApiKey::FetchSnapshot
+        | ApiKey::DescribeCluster
+        | ApiKey::DescribeProducers
+        | ApiKey::BrokerRegistration
+        | ApiKey::BrokerHeartbeat
+        | ApiKey::UnregisterBroker
+        | ApiKey::DescribeTransactions
+        | ApiKey::ListTransactions
+        | ApiKey::AllocateProducerIds
+        | ApiKey::ConsumerGroupHeartbeat
+        | ApiKey::ConsumerGroupDescribe
+        | ApiKey::ControllerRegistration
+        | ApiKey::GetTelemetrySubscriptions
+        | ApiKey::PushTelemetry
+        | ApiKey::AssignReplicasToDirs
+        | ApiKey::ListConfigResources
+        | ApiKey::DescribeTopicPartitions
+        | ApiKey::ShareGroupHeartbeat
+        | ApiKey::ShareGroupDescribe
+        | ApiKey::ShareFetch
+        | ApiKey::ShareAcknowledge
+        | ApiKey::AddRaftVoter
+        | ApiKey::RemoveRaftVoter
+        | ApiKey::UpdateRaftVoter
+        | ApiKey::InitializeShareGroupState
+        | ApiKey::ReadShareGroupState
+        | ApiKey::WriteShareGroupState
+        | ApiKey::DeleteShareGroupState
+        | ApiKey::ReadShareGroupStateSummary
+        | ApiKey::DescribeShareGroupOffsets
+        | ApiKey::AlterShareGroupOffsets
+        | ApiKey::DeleteShareGroupOffsets => unreachable!("served() admits only keys in SUPPORTED"),
+    }
+}
+
+/// The parts of a request header a handler needs.
+#[derive(Clone, Copy, Debug)]
+pub struct Request {
+    pub correlation_id: i32,
+    pub version: i16,
+    pub key: ApiKey,
+}
+
+impl Request {
+    pub fn decode<T: Decodable>(&self, body: &mut Bytes) -> Result<T, HandlerError> {
+        T::decode(body, self.version).map_err(|e| HandlerError::Malformed(self.key, e.to_string()))
+    }
+
+    /// Frames a response encoded by the `kafka-protocol` crate.
+    pub fn respond<T: Encodable>(&self, response: &T) -> Frame {
+        let mut f = FrameBuilder::new(self.correlation_id);
+        if self.key.response_header_version(self.version) >= 1 {
+            f.buf().put_u8(0); // No tagged fields in the response header.
+        }
+        response
+            .encode(f.buf(), self.version)
+            .expect("our responses encode at the version we accepted");
+        f.finish()
+    }
+}
+
+/// How a request names a topic: by name, or by id from Fetch v13+ / Produce v13+.
+#[derive(Clone, Copy)]
+pub enum TopicRef<'a> {
+    Name(&'a str),
+    Id(crate::types::TopicId),
+}
+
+/// A partition this shard owns, or the Kafka error code that tells the client where to look.
+pub fn local_partition(
+    ctx: &Context,
+    image: &MetadataImage,
+    topic: TopicRef<'_>,
+    partition: i32,
+) -> Result<(TopicPartition, Rc<PartitionLog>), i16> {
+    use kafka_protocol::ResponseError;
+    let t = match topic {
+        TopicRef::Name(n) => image
+            .topic(n)
+            .ok_or(ResponseError::UnknownTopicOrPartition.code())?,
+        TopicRef::Id(id) => image
+            .topic_by_id(id)
+            .ok_or(ResponseError::UnknownTopicId.code())?,
+    };
+    let p = usize::try_from(partition)
+        .ok()
+        .and_then(|i| t.partitions.get(i))
+        .ok_or(ResponseError::UnknownTopicOrPartition.code())?;
+    if image.owner(p) != ctx.shard {
+        return Err(ResponseError::NotLeaderOrFollower.code());
+    }
+    let tp = TopicPartition::new(t.name.clone(), partition);
+    // Owned in the image but not open yet: the broadcast is still being applied on this shard.
+    let log = ctx
+        .partition(&tp)
+        .ok_or(ResponseError::NotLeaderOrFollower.code())?;
+    Ok((tp, log))
+}

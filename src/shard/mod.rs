@@ -1,0 +1,262 @@
+//! Shards: one pinned glommio executor per core, each a Kafka broker of its own. This module
+//! starts them, joins the cross-shard mesh, opens the partitions each owns, binds the listeners,
+//! and shuts down cleanly.
+
+pub mod controller;
+pub mod peers;
+
+use std::cell::{OnceCell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::channel::oneshot;
+use futures::future::{Either, select};
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::net::TcpListener;
+use glommio::sync::Gate;
+use glommio::{LocalExecutorBuilder, Placement, spawn_local};
+use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::config::Config;
+use crate::handler::Context;
+use crate::limits::MESH_CHANNEL_CAPACITY;
+use crate::log::{LogConfig, PartitionLog};
+use crate::metadata::{MetadataImage, MetadataState};
+use crate::types::{ShardId, TopicPartition};
+use controller::Controller;
+use peers::{ShardMsg, ShardPeers};
+
+use crate::net::Stop;
+
+pub struct Shard {
+    pub ctx: Rc<Context>,
+    pub peers: Rc<ShardPeers>,
+    pub controller: Option<Controller>,
+    data_dir: PathBuf,
+    log_config: LogConfig,
+}
+
+impl Shard {
+    /// Opens the partitions this shard owns in `image` and closes and deletes the ones it owns
+    /// no more (deleted topics); then publishes the image to this shard's handlers.
+    pub async fn apply_image(&self, image: Arc<MetadataImage>) {
+        if image.state.version < self.ctx.image().state.version {
+            return;
+        }
+        let mut wanted = HashMap::new();
+        for t in image.topics() {
+            for (i, p) in t.partitions.iter().enumerate() {
+                if image.owner(p) == self.ctx.shard {
+                    wanted.insert(
+                        TopicPartition::new(t.name.clone(), i as i32),
+                        p.leader_epoch,
+                    );
+                }
+            }
+        }
+        let gone: Vec<(TopicPartition, Rc<PartitionLog>)> = self
+            .ctx
+            .partitions
+            .borrow()
+            .iter()
+            .filter(|(tp, _)| !wanted.contains_key(*tp))
+            .map(|(tp, l)| (tp.clone(), l.clone()))
+            .collect();
+        for (tp, log) in gone {
+            self.ctx.partitions.borrow_mut().remove(&tp);
+            if let Err(e) = log.delete().await {
+                error!(partition = %tp, error = %e, "could not delete partition");
+            }
+        }
+        for (tp, epoch) in wanted {
+            if self.ctx.partitions.borrow().contains_key(&tp) {
+                continue;
+            }
+            match PartitionLog::open(
+                self.data_dir.join(tp.dir_name()),
+                self.log_config.clone(),
+                epoch,
+            )
+            .await
+            {
+                Ok(log) => {
+                    self.ctx.partitions.borrow_mut().insert(tp, log);
+                }
+                Err(e) => error!(partition = %tp, error = %e, "could not open partition"),
+            }
+        }
+        *self.ctx.metadata.borrow_mut() = image;
+    }
+}
+
+/// Starts `shards` executors and blocks until they have all stopped. `stops[i]` stops shard i.
+pub fn start(
+    config: Config,
+    shards: usize,
+    state: MetadataState,
+    stops: Vec<oneshot::Receiver<()>>,
+) -> Vec<glommio::ExecutorJoinHandle<Result<(), String>>> {
+    let mesh = MeshBuilder::<ShardMsg, _>::full(shards, MESH_CHANNEL_CAPACITY);
+    let ready = Arc::new(AtomicUsize::new(0));
+    let image = Arc::new(MetadataImage::new(state, shards));
+    stops
+        .into_iter()
+        .enumerate()
+        .map(|(i, stop)| {
+            let (config, mesh, ready, image) =
+                (config.clone(), mesh.clone(), ready.clone(), image.clone());
+            LocalExecutorBuilder::new(Placement::Fixed(i))
+                .name(&format!("shard{i}"))
+                .io_memory(1 << 20)
+                .preempt_timer(Duration::from_millis(5))
+                .spawn(move || async move {
+                    let shard = ShardId(i as u16);
+                    shard_main(shard, config, mesh, image, ready, stop.shared())
+                        .instrument(info_span!("shard", shard = i))
+                        .await
+                })
+                .expect("spawn shard executor")
+        })
+        .collect()
+}
+
+async fn shard_main(
+    me: ShardId,
+    config: Config,
+    mesh: MeshBuilder<ShardMsg, glommio::channels::channel_mesh::Full>,
+    image: Arc<MetadataImage>,
+    ready: Arc<AtomicUsize>,
+    stop: Stop,
+) -> Result<(), String> {
+    let shard_count = image.shard_count;
+    let (senders, mut receivers) = mesh
+        .join()
+        .await
+        .map_err(|_| "could not join the shard mesh".to_string())?;
+    assert_eq!(
+        senders.peer_id(),
+        me.index(),
+        "shards are spawned in index order"
+    );
+    let config = Rc::new(config);
+    let peers = Rc::new(ShardPeers {
+        me,
+        senders,
+        shard: OnceCell::new(),
+    });
+    let ctx = Rc::new(Context {
+        shard: me,
+        config: config.clone(),
+        metadata: RefCell::new(Arc::new(MetadataImage::new(
+            MetadataState::default(),
+            shard_count,
+        ))),
+        partitions: RefCell::new(HashMap::new()),
+        peers: Rc::new(peers.clone()),
+    });
+    let meta_dir = config.data_dir.join("meta");
+    let controller = (me == ShardId::CONTROLLER)
+        .then(|| Controller::new(image.state.clone(), meta_dir, shard_count));
+    let log_config = LogConfig {
+        segment_bytes: config.segment_bytes,
+        segment_ms: config.segment_ms,
+        index_interval_bytes: crate::limits::INDEX_INTERVAL_BYTES,
+    };
+    let shard = Rc::new(Shard {
+        ctx: ctx.clone(),
+        peers: peers.clone(),
+        controller,
+        data_dir: config.data_dir.clone(),
+        log_config,
+    });
+    peers
+        .shard
+        .set(Rc::downgrade(&shard))
+        .ok()
+        .expect("set once");
+
+    for (_from, stream) in receivers.streams() {
+        let shard = shard.clone();
+        spawn_local(async move {
+            while let Some(msg) = stream.recv().await {
+                spawn_local(peers::handle(shard.clone(), msg)).detach();
+            }
+        })
+        .detach();
+    }
+
+    shard.apply_image(image).await;
+    info!(
+        partitions = ctx.partitions.borrow().len(),
+        "partitions open"
+    );
+    // Serve only once every shard has its partitions open, so Metadata never points a client at
+    // a shard that would refuse it.
+    ready.fetch_add(1, Ordering::SeqCst);
+    while ready.load(Ordering::SeqCst) < shard_count {
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
+
+    let bootstrap = config.listen;
+    let own = SocketAddr::new(bootstrap.ip(), config.shard_port(me.index()));
+    let gate = Rc::new(Gate::new());
+    let mut accepts = Vec::new();
+    for addr in [bootstrap, own] {
+        let listener =
+            TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        accepts.push(accept_loop(
+            listener,
+            ctx.clone(),
+            gate.clone(),
+            stop.clone(),
+        ));
+    }
+    info!(bootstrap = %bootstrap, port = own.port(), "serving");
+    futures::future::join_all(accepts).await;
+
+    // Stop: listeners are dropped; let connections finish their request in flight.
+    if let Err(e) = gate.close().await {
+        warn!(error = %e, "closing connections");
+    }
+    let logs: Vec<_> = ctx.partitions.borrow().values().cloned().collect();
+    for log in logs {
+        if let Err(e) = log.close().await {
+            error!(error = %e, "closing partition");
+        }
+    }
+    info!("stopped");
+    Ok(())
+}
+
+async fn accept_loop(listener: TcpListener, ctx: Rc<Context>, gate: Rc<Gate>, stop: Stop) {
+    let mut conn_id = 0u64;
+    loop {
+        match select(listener.accept().boxed_local(), stop.clone()).await {
+            Either::Left((Ok(stream), _)) => {
+                conn_id += 1;
+                let peer = stream
+                    .peer_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default();
+                let span = info_span!("conn", id = conn_id, peer = %peer);
+                let conn = crate::net::serve_connection(stream, ctx.clone(), stop.clone())
+                    .instrument(span);
+                // Detached: the gate tracks the task until it finishes.
+                match gate.spawn(conn) {
+                    Ok(task) => {
+                        task.detach();
+                    }
+                    Err(e) => warn!(error = %e, "could not spawn connection task"),
+                }
+            }
+            Either::Left((Err(e), _)) => warn!(error = %e, "accept"),
+            Either::Right(_) => break,
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! `Peers` over the glommio channel mesh: requests to the controller, image broadcasts, timers.
+//! Every channel is bounded; a full peer makes the sender wait, nothing is dropped.
+
+use std::cell::OnceCell;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::channel::oneshot;
+use futures::future::{LocalBoxFuture, join_all};
+use glommio::channels::channel_mesh::Senders;
+
+use super::Shard;
+use crate::handler::Peers;
+use crate::metadata::MetadataImage;
+use crate::metadata::controller::{TopicError, TopicSpec};
+use crate::types::ShardId;
+
+pub type TopicResults = Vec<Result<[u8; 16], TopicError>>;
+
+/// What crosses between shards. Everything here is `Send`; replies come back on oneshots.
+pub enum ShardMsg {
+    CreateTopics {
+        specs: Vec<TopicSpec>,
+        validate_only: bool,
+        reply: oneshot::Sender<TopicResults>,
+    },
+    DeleteTopics {
+        names: Vec<String>,
+        reply: oneshot::Sender<TopicResults>,
+    },
+    ApplyImage {
+        image: Arc<MetadataImage>,
+        reply: oneshot::Sender<()>,
+    },
+}
+
+pub struct ShardPeers {
+    pub me: ShardId,
+    pub senders: Senders<ShardMsg>,
+    /// Set once the shard is built (the shard holds the peers, so this is a weak back-link).
+    pub shard: OnceCell<Weak<Shard>>,
+}
+
+impl ShardPeers {
+    fn shard(&self) -> Rc<Shard> {
+        self.shard
+            .get()
+            .and_then(Weak::upgrade)
+            .expect("peers outlive their shard only during shutdown")
+    }
+
+    async fn ask<T>(
+        &self,
+        to: ShardId,
+        make: impl FnOnce(oneshot::Sender<T>) -> ShardMsg,
+    ) -> Option<T> {
+        assert_ne!(to, self.me, "local work is a call, not a message");
+        let (tx, rx) = oneshot::channel();
+        self.senders.send_to(to.index(), make(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Makes every shard apply `image`, this one included; returns when all have.
+    pub async fn broadcast_image(self: &Rc<Self>, image: Arc<MetadataImage>) {
+        let shard = self.shard();
+        let others = (0..self.senders.nr_consumers())
+            .map(|i| ShardId(i as u16))
+            .filter(|&s| s != self.me)
+            .map(|s| {
+                let image = image.clone();
+                async move {
+                    if self
+                        .ask(s, |reply| ShardMsg::ApplyImage { image, reply })
+                        .await
+                        .is_none()
+                    {
+                        tracing::error!(shard = %s, "shard did not apply the metadata image");
+                    }
+                }
+            });
+        let (_, _) = futures::join!(shard.apply_image(image.clone()), join_all(others));
+    }
+}
+
+fn gone(n: usize) -> TopicResults {
+    (0..n)
+        .map(|_| Err(TopicError::InvalidConfig("controller unavailable".into())))
+        .collect()
+}
+
+impl Peers for Rc<ShardPeers> {
+    fn create_topics(
+        &self,
+        specs: Vec<TopicSpec>,
+        validate_only: bool,
+    ) -> LocalBoxFuture<'static, TopicResults> {
+        let this = self.clone();
+        async move {
+            let n = specs.len();
+            if n == 0 {
+                return vec![];
+            }
+            if this.me == ShardId::CONTROLLER {
+                let shard = this.shard();
+                let controller = shard
+                    .controller
+                    .as_ref()
+                    .expect("shard 0 is the controller");
+                return controller.create_topics(&this, specs, validate_only).await;
+            }
+            this.ask(ShardId::CONTROLLER, |reply| ShardMsg::CreateTopics {
+                specs,
+                validate_only,
+                reply,
+            })
+            .await
+            .unwrap_or_else(|| gone(n))
+        }
+        .boxed_local()
+    }
+
+    fn delete_topics(&self, names: Vec<String>) -> LocalBoxFuture<'static, TopicResults> {
+        let this = self.clone();
+        async move {
+            let n = names.len();
+            if n == 0 {
+                return vec![];
+            }
+            if this.me == ShardId::CONTROLLER {
+                let shard = this.shard();
+                let controller = shard
+                    .controller
+                    .as_ref()
+                    .expect("shard 0 is the controller");
+                return controller.delete_topics(&this, names).await;
+            }
+            this.ask(ShardId::CONTROLLER, |reply| ShardMsg::DeleteTopics {
+                names,
+                reply,
+            })
+            .await
+            .unwrap_or_else(|| gone(n))
+        }
+        .boxed_local()
+    }
+
+    fn sleep(&self, duration: Duration) -> LocalBoxFuture<'static, ()> {
+        glommio::timer::sleep(duration).boxed_local()
+    }
+}
+
+/// Handles one message from another shard.
+pub async fn handle(shard: Rc<Shard>, msg: ShardMsg) {
+    match msg {
+        ShardMsg::CreateTopics {
+            specs,
+            validate_only,
+            reply,
+        } => {
+            let controller = shard
+                .controller
+                .as_ref()
+                .expect("only the controller receives CreateTopics");
+            let _ = reply.send(
+                controller
+                    .create_topics(&shard.peers, specs, validate_only)
+                    .await,
+            );
+        }
+        ShardMsg::DeleteTopics { names, reply } => {
+            let controller = shard
+                .controller
+                .as_ref()
+                .expect("only the controller receives DeleteTopics");
+            let _ = reply.send(controller.delete_topics(&shard.peers, names).await);
+        }
+        ShardMsg::ApplyImage { image, reply } => {
+            shard.apply_image(image).await;
+            let _ = reply.send(());
+        }
+    }
+}
