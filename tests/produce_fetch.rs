@@ -227,6 +227,9 @@ async fn compression_zstd_round_trip() {
     check_compression_round_trip("zstd").await;
 }
 
+/// A record's key and value; None is Kafka's null.
+type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
 /// Headers as (key, value) pairs, None for a null header value.
 fn headers_of(m: &OwnedMessage) -> Vec<(String, Option<Vec<u8>>)> {
     m.headers().map_or_else(Vec::new, |h| {
@@ -269,7 +272,7 @@ async fn headers_null_key_null_value_and_empty_value_round_trip() {
         ("trace".to_string(), Some(b"second".to_vec())),
         ("bin\u{e9}".to_string(), Some(vec![0xff, 0x00, 0x80])),
     ];
-    let cases: Vec<(Option<&[u8]>, Option<&[u8]>)> = vec![
+    let cases: Vec<KeyValue> = vec![
         (None, Some(b"no key")),
         (Some(b"tombstone"), None),
         (Some(b""), Some(b"")),

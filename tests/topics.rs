@@ -89,7 +89,7 @@ fn topic_metadata(consumer: &BaseConsumer, name: &str) -> (Option<RDKafkaRespErr
     } else {
         Vec::new()
     };
-    (t.error().map(RDKafkaRespErr::from), partitions)
+    (t.error(), partitions)
 }
 
 /// Names of all topics Metadata lists.

@@ -171,6 +171,8 @@ impl Broker {
                 cmd.env_remove(key);
             }
         }
+        // Plain text in the captured log: no ANSI colour codes.
+        cmd.env("NO_COLOR", "1");
         cmd.arg("--listen")
             .arg(self.bootstrap())
             .arg("--data-dir")
