@@ -11,3 +11,8 @@ pub mod net;
 pub mod protocol;
 pub mod shard;
 pub mod types;
+
+/// Installed here rather than in `main.rs` so that unit tests run under the same allocator as the
+/// broker (see `alloc.rs` for why it matters).
+#[global_allocator]
+static ALLOC: alloc::LazyLargeAlloc = alloc::LazyLargeAlloc;

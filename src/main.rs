@@ -14,9 +14,6 @@ use sable::shard;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-#[global_allocator]
-static ALLOC: sable::alloc::LazyLargeAlloc = sable::alloc::LazyLargeAlloc;
-
 /// glommio refuses to start an executor below this soft RLIMIT_MEMLOCK (notes/glommio.md §1).
 const MEMLOCK_MIN_BYTES: u64 = 512 << 10;
 /// sysexits EX_CONFIG: the host or the flags are wrong, not the broker.
@@ -68,7 +65,7 @@ fn run(config: Config) -> Result<ExitCode, String> {
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let (stop_txs, stop_rxs): (Vec<_>, Vec<_>) =
         (0..shards).map(|_| oneshot::channel::<()>()).unzip();
-    let handles = shard::start(config, shards, state, stop_rxs);
+    let handles = shard::start(config, shards, state, stop_rxs)?;
     std::thread::spawn(move || {
         if let Some(sig) = signals.forever().next() {
             tracing::info!(signal = sig, "shutting down");

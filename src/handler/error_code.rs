@@ -32,6 +32,8 @@ pub fn topic_error(e: &TopicError) -> i16 {
         TopicError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
         TopicError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
         TopicError::InvalidConfig(_) => ResponseError::InvalidConfig,
+        TopicError::Storage(_) => ResponseError::KafkaStorageError,
+        TopicError::ControllerUnavailable => ResponseError::NotController,
     })
 }
 

@@ -287,3 +287,6 @@ pub fn local_partition(
         .ok_or(ResponseError::NotLeaderOrFollower.code())?;
     Ok((tp, log))
 }
+
+#[cfg(test)]
+mod tests;

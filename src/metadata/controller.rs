@@ -25,6 +25,10 @@ pub enum TopicError {
     InvalidReplicaAssignment(String),
     #[error("{0}")]
     InvalidConfig(String),
+    #[error("{0}")]
+    Storage(String),
+    #[error("the controller is not reachable")]
+    ControllerUnavailable,
 }
 
 /// What CreateTopics (or auto-create) asks for, after defaults are resolved.

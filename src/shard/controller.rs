@@ -57,17 +57,14 @@ impl Controller {
                 Err(e) => results.push(Err(e)),
             }
         }
-        if !validate_only && results.iter().any(Result::is_ok) {
-            if let Err(e) = self.commit(peers, next).await {
-                return results
-                    .into_iter()
-                    .map(|_| {
-                        Err(TopicError::InvalidConfig(format!(
-                            "metadata not persisted: {e}"
-                        )))
-                    })
-                    .collect();
-            }
+        if !validate_only
+            && results.iter().any(Result::is_ok)
+            && let Err(e) = self.commit(peers, next).await
+        {
+            return results
+                .into_iter()
+                .map(|_| Err(TopicError::Storage(format!("metadata not persisted: {e}"))))
+                .collect();
         }
         results
     }
@@ -90,17 +87,13 @@ impl Controller {
                 None => results.push(Err(TopicError::Unknown(name.clone()))),
             }
         }
-        if results.iter().any(Result::is_ok) {
-            if let Err(e) = self.commit(peers, next).await {
-                return results
-                    .into_iter()
-                    .map(|_| {
-                        Err(TopicError::InvalidConfig(format!(
-                            "metadata not persisted: {e}"
-                        )))
-                    })
-                    .collect();
-            }
+        if results.iter().any(Result::is_ok)
+            && let Err(e) = self.commit(peers, next).await
+        {
+            return results
+                .into_iter()
+                .map(|_| Err(TopicError::Storage(format!("metadata not persisted: {e}"))))
+                .collect();
         }
         results
     }

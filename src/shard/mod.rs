@@ -101,7 +101,7 @@ pub fn start(
     shards: usize,
     state: MetadataState,
     stops: Vec<oneshot::Receiver<()>>,
-) -> Vec<glommio::ExecutorJoinHandle<Result<(), String>>> {
+) -> Result<Vec<glommio::ExecutorJoinHandle<Result<(), String>>>, String> {
     let mesh = MeshBuilder::<ShardMsg, _>::full(shards, MESH_CHANNEL_CAPACITY);
     let ready = Arc::new(AtomicUsize::new(0));
     let image = Arc::new(MetadataImage::new(state, shards));
@@ -121,7 +121,7 @@ pub fn start(
                         .instrument(info_span!("shard", shard = i))
                         .await
                 })
-                .expect("spawn shard executor")
+                .map_err(|e| format!("cannot start the executor of shard {i}: {e}"))
         })
         .collect()
 }
@@ -175,11 +175,10 @@ async fn shard_main(
         data_dir: config.data_dir.clone(),
         log_config,
     });
-    peers
-        .shard
-        .set(Rc::downgrade(&shard))
-        .ok()
-        .expect("set once");
+    assert!(
+        peers.shard.set(Rc::downgrade(&shard)).is_ok(),
+        "the back-link is set once"
+    );
 
     for (_from, stream) in receivers.streams() {
         let shard = shard.clone();

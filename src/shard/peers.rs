@@ -86,7 +86,7 @@ impl ShardPeers {
 
 fn gone(n: usize) -> TopicResults {
     (0..n)
-        .map(|_| Err(TopicError::InvalidConfig("controller unavailable".into())))
+        .map(|_| Err(TopicError::ControllerUnavailable))
         .collect()
 }
 
