@@ -42,9 +42,20 @@ fn assert_records(topic: &str, got: &[OwnedMessage], expected: &Expected) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_trip_every_partition_of_a_six_partition_topic() {
+    check_six_partition_round_trip(&[]).await;
+}
+
+/// The same round trip with fetched data copied through user space instead of sendfile: both
+/// paths stay tested whichever one is the default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_with_the_fetch_copy_path() {
+    check_six_partition_round_trip(&["--fetch-sendfile", "false"]).await;
+}
+
+async fn check_six_partition_round_trip(broker_args: &[&str]) {
     const PARTITIONS: i32 = 6;
     const RECORDS_PER_PARTITION: i64 = 20;
-    let broker = Broker::start();
+    let broker = Broker::start_with(broker_args);
     let topic = "round-trip";
     broker.create_topic(topic, PARTITIONS).await;
 

@@ -9,6 +9,7 @@
 
 pub mod wire;
 
+use std::cell::Cell;
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::hash::{BuildHasher, Hasher, RandomState};
@@ -56,6 +57,8 @@ pub struct Broker {
     extra_args: Vec<String>,
     /// Holds `data/` and `broker.stderr`; removed when the broker is dropped.
     dir: TempDir,
+    /// Set once a failure message carried the stderr, so `Drop` does not print it again.
+    stderr_printed: Cell<bool>,
 }
 
 impl Broker {
@@ -80,6 +83,7 @@ impl Broker {
             shards,
             extra_args: args.iter().map(|a| a.to_string()).collect(),
             dir,
+            stderr_printed: Cell::new(false),
         };
         broker.spawn();
         broker.wait_ready();
@@ -224,9 +228,40 @@ impl Broker {
         }
     }
 
-    /// Panics with `why` and the tail of the broker's stderr.
+    /// Panics with `why`, what the broker's threads are blocked in (if it still runs), and the
+    /// tail of its stderr.
     pub fn fail(&self, why: &str) -> ! {
-        panic!("{why}\n{}", self.stderr_tail());
+        self.stderr_printed.set(true);
+        panic!("{why}\n{}{}", self.thread_states(), self.stderr_tail());
+    }
+
+    /// One line per broker thread: name, scheduler state and kernel wait channel, read from
+    /// /proc. A shard parked in `io_cqring_wait` while work is pending points at a lost wakeup.
+    fn thread_states(&self) -> String {
+        let Some(child) = &self.child else {
+            return String::new();
+        };
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", child.id())) else {
+            return String::new();
+        };
+        let mut lines = vec!["----- sable threads (name, state, wchan) -----".to_string()];
+        for task in tasks.flatten() {
+            let read = |f: &str| {
+                std::fs::read_to_string(task.path().join(f))
+                    .map_or_else(|_| "?".into(), |s| s.trim().to_string())
+            };
+            // The state is the field after the parenthesised name in /proc/<pid>/task/<tid>/stat.
+            let stat = read("stat");
+            let state = stat
+                .rsplit(") ")
+                .next()
+                .and_then(|r| r.split(' ').next())
+                .unwrap_or("?")
+                .to_string();
+            lines.push(format!("{} {} {}", read("comm"), state, read("wchan")));
+        }
+        lines.push(String::new());
+        lines.join("\n")
     }
 
     pub fn stderr_tail(&self) -> String {
@@ -319,12 +354,14 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
+        // Read the threads before the kill: a test that timed out waiting for the broker wants
+        // to know where the broker was stuck.
+        if std::thread::panicking() && !self.stderr_printed.get() {
+            eprintln!("{}{}", self.thread_states(), self.stderr_tail());
+        }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("{}", self.stderr_tail());
         }
     }
 }
