@@ -62,6 +62,21 @@ pub struct Config {
     #[arg(long, env = "SABLE_SEGMENT_MS", default_value_t = 604_800_000)]
     pub segment_ms: i64,
 
+    /// Default for topics without retention.ms: segments older than this are deleted; -1 keeps
+    /// everything (Kafka: log.retention.ms). Default 7 days.
+    #[arg(
+        long,
+        env = "SABLE_RETENTION_MS",
+        default_value_t = 604_800_000,
+        allow_negative_numbers = true
+    )]
+    pub retention_ms: i64,
+
+    /// Default for topics without retention.bytes: a partition larger than this loses its oldest
+    /// segments; -1 means no limit (Kafka: log.retention.bytes).
+    #[arg(long, env = "SABLE_RETENTION_BYTES", default_value_t = -1, allow_negative_numbers = true)]
+    pub retention_bytes: i64,
+
     /// Background flush interval in ms for acks=0/1 data. acks=all is always fsynced before the
     /// answer; 0 disables the background flush (Kafka: log.flush.interval.ms).
     #[arg(long, env = "SABLE_FLUSH_INTERVAL_MS", default_value_t = 1000)]

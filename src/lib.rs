@@ -3,6 +3,7 @@
 
 pub mod alloc;
 pub mod config;
+pub mod group;
 pub mod handler;
 pub mod limits;
 pub mod log;

@@ -26,6 +26,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(config) {
         Ok(code) => code,
@@ -149,6 +150,7 @@ fn load_metadata(dir: &Path) -> Result<MetadataState, String> {
             cluster_id: new_cluster_id(),
             version: 0,
             topics: vec![],
+            next_producer_id: 0,
         }),
         Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     }

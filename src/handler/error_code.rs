@@ -4,6 +4,7 @@
 
 use kafka_protocol::ResponseError;
 
+use crate::group::GroupError;
 use crate::log::LogError;
 use crate::metadata::controller::TopicError;
 use crate::protocol::batch::BatchError;
@@ -45,6 +46,37 @@ pub fn batch_error(e: &BatchError) -> i16 {
     })
 }
 
+pub fn group_error(e: &GroupError) -> i16 {
+    code(match e {
+        GroupError::UnknownMemberId => ResponseError::UnknownMemberId,
+        GroupError::IllegalGeneration => ResponseError::IllegalGeneration,
+        GroupError::RebalanceInProgress => ResponseError::RebalanceInProgress,
+        GroupError::InconsistentGroupProtocol => ResponseError::InconsistentGroupProtocol,
+        GroupError::GroupIdNotFound => ResponseError::GroupIdNotFound,
+        GroupError::NonEmptyGroup => ResponseError::NonEmptyGroup,
+        GroupError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
+        GroupError::NotCoordinator => ResponseError::NotCoordinator,
+        GroupError::InvalidSessionTimeout => ResponseError::InvalidSessionTimeout,
+        GroupError::MemberIdRequired => ResponseError::MemberIdRequired,
+        GroupError::FencedInstanceId => ResponseError::FencedInstanceId,
+        GroupError::InvalidGroupId => ResponseError::InvalidGroupId,
+        GroupError::OffsetMetadataTooLarge => ResponseError::OffsetMetadataTooLarge,
+        GroupError::GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
+        GroupError::GroupMaxSizeReached => ResponseError::GroupMaxSizeReached,
+    })
+}
+
+/// A failed write to the offsets log, as Kafka answers an OffsetCommit whose append failed:
+/// the client retries against a coordinator that may have recovered.
+pub fn offsets_log_error(e: &LogError) -> i16 {
+    code(match e {
+        LogError::OffsetOutOfRange { .. } => ResponseError::UnknownServerError,
+        LogError::Corrupt { .. } => ResponseError::CoordinatorNotAvailable,
+        LogError::Closed => ResponseError::NotCoordinator,
+        LogError::Io(_) => ResponseError::CoordinatorNotAvailable,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,5 +105,9 @@ mod tests {
         );
         assert_eq!(code(ResponseError::UnsupportedVersion), 35);
         assert_eq!(code(ResponseError::NotLeaderOrFollower), 6);
+        assert_eq!(group_error(&GroupError::NotCoordinator), 16);
+        assert_eq!(group_error(&GroupError::RebalanceInProgress), 27);
+        assert_eq!(group_error(&GroupError::MemberIdRequired), 79);
+        assert_eq!(group_error(&GroupError::FencedInstanceId), 82);
     }
 }

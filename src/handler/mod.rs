@@ -6,12 +6,25 @@
 
 pub mod api_versions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_topics;
+pub mod describe_groups;
 pub mod error_code;
 pub mod fetch;
+pub mod find_coordinator;
+pub mod group_coordinator;
+pub mod heartbeat;
+pub mod init_producer_id;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
 pub mod produce;
+pub mod sync_group;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -26,6 +39,7 @@ use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
 
 use crate::config::Config;
+use crate::group::{GroupDescription, GroupListing};
 use crate::log::{FileRegion, PartitionLog};
 use crate::metadata::MetadataImage;
 use crate::metadata::controller::{TopicError, TopicSpec};
@@ -62,6 +76,20 @@ pub trait Peers {
     ) -> LocalBoxFuture<'static, Vec<Result<[u8; 16], TopicError>>>;
     /// A timer on this shard.
     fn sleep(&self, duration: Duration) -> LocalBoxFuture<'static, ()>;
+    /// Reserves a block of producer ids from the controller: the first id of the block.
+    fn reserve_producer_ids(&self, count: i64) -> LocalBoxFuture<'static, Result<i64, TopicError>>;
+    /// The groups another shard coordinates, in the given states (all when empty).
+    fn list_groups(
+        &self,
+        shard: ShardId,
+        states: Vec<String>,
+    ) -> LocalBoxFuture<'static, Vec<GroupListing>>;
+    /// Describes groups that another shard coordinates.
+    fn describe_groups(
+        &self,
+        shard: ShardId,
+        group_ids: Vec<String>,
+    ) -> LocalBoxFuture<'static, Vec<GroupDescription>>;
 }
 
 /// One shard's state as handlers see it. `!Send`: it never leaves its shard.
@@ -73,6 +101,10 @@ pub struct Context {
     /// The partitions this shard owns, open.
     pub partitions: RefCell<HashMap<TopicPartition, Rc<PartitionLog>>>,
     pub peers: Rc<dyn Peers>,
+    /// The consumer groups this shard coordinates.
+    pub groups: group_coordinator::GroupCoordinator,
+    /// Producer ids reserved for this shard and not yet handed out.
+    pub producer_ids: RefCell<std::ops::Range<i64>>,
 }
 
 impl Context {
@@ -94,7 +126,19 @@ pub const SUPPORTED: &[(ApiKey, RangeInclusive<i16>)] = &[
     (ApiKey::Metadata, metadata::VERSIONS),
     (ApiKey::ApiVersions, api_versions::VERSIONS),
     (ApiKey::CreateTopics, create_topics::VERSIONS),
+    (ApiKey::InitProducerId, init_producer_id::VERSIONS),
     (ApiKey::DeleteTopics, delete_topics::VERSIONS),
+    (ApiKey::FindCoordinator, find_coordinator::VERSIONS),
+    (ApiKey::JoinGroup, join_group::VERSIONS),
+    (ApiKey::SyncGroup, sync_group::VERSIONS),
+    (ApiKey::Heartbeat, heartbeat::VERSIONS),
+    (ApiKey::LeaveGroup, leave_group::VERSIONS),
+    (ApiKey::OffsetCommit, offset_commit::VERSIONS),
+    (ApiKey::OffsetFetch, offset_fetch::VERSIONS),
+    (ApiKey::ListGroups, list_groups::VERSIONS),
+    (ApiKey::DescribeGroups, describe_groups::VERSIONS),
+    (ApiKey::DeleteGroups, delete_groups::VERSIONS),
+    (ApiKey::OffsetDelete, offset_delete::VERSIONS),
 ];
 
 /// The versions actually served (decoded and answered) for a key.
@@ -126,7 +170,7 @@ pub async fn dispatch(
         return Err(HandlerError::UnsupportedVersion(key, version));
     }
     let header_version = key.request_header_version(version);
-    RequestHeader::decode(&mut body, header_version)
+    let header = RequestHeader::decode(&mut body, header_version)
         .map_err(|e| HandlerError::Malformed(key, e.to_string()))?;
     let r = Request {
         correlation_id: prefix.correlation_id,
@@ -140,19 +184,21 @@ pub async fn dispatch(
         ApiKey::Metadata => metadata::serve(ctx, r, body).await.map(Some),
         ApiKey::ApiVersions => api_versions::serve(ctx, r, body).map(Some),
         ApiKey::CreateTopics => create_topics::serve(ctx, r, body).await.map(Some),
+        ApiKey::InitProducerId => init_producer_id::serve(ctx, r, body).await.map(Some),
         ApiKey::DeleteTopics => delete_topics::serve(ctx, r, body).await.map(Some),
-        ApiKey::OffsetCommit
-        | ApiKey::OffsetFetch
-        | ApiKey::FindCoordinator
-        | ApiKey::JoinGroup
-        | ApiKey::Heartbeat
-        | ApiKey::LeaveGroup
-        | ApiKey::SyncGroup
-        | ApiKey::DescribeGroups
-        | ApiKey::ListGroups
-        | ApiKey::SaslHandshake
+        ApiKey::FindCoordinator => find_coordinator::serve(ctx, r, body).await.map(Some),
+        ApiKey::JoinGroup => join_group::serve(ctx, r, &header, body).await.map(Some),
+        ApiKey::SyncGroup => sync_group::serve(ctx, r, body).await.map(Some),
+        ApiKey::Heartbeat => heartbeat::serve(ctx, r, body).await.map(Some),
+        ApiKey::LeaveGroup => leave_group::serve(ctx, r, body).await.map(Some),
+        ApiKey::OffsetCommit => offset_commit::serve(ctx, r, body).await.map(Some),
+        ApiKey::OffsetFetch => offset_fetch::serve(ctx, r, body).await.map(Some),
+        ApiKey::ListGroups => list_groups::serve(ctx, r, body).await.map(Some),
+        ApiKey::DescribeGroups => describe_groups::serve(ctx, r, body).await.map(Some),
+        ApiKey::DeleteGroups => delete_groups::serve(ctx, r, body).await.map(Some),
+        ApiKey::OffsetDelete => offset_delete::serve(ctx, r, body).await.map(Some),
+        ApiKey::SaslHandshake
         | ApiKey::DeleteRecords
-        | ApiKey::InitProducerId
         | ApiKey::OffsetForLeaderEpoch
         | ApiKey::AddPartitionsToTxn
         | ApiKey::AddOffsetsToTxn
@@ -172,12 +218,10 @@ pub async fn dispatch(
         | ApiKey::RenewDelegationToken
         | ApiKey::ExpireDelegationToken
         | ApiKey::DescribeDelegationToken
-        | ApiKey::DeleteGroups
         | ApiKey::ElectLeaders
         | ApiKey::IncrementalAlterConfigs
         | ApiKey::AlterPartitionReassignments
         | ApiKey::ListPartitionReassignments
-        | ApiKey::OffsetDelete
         | ApiKey::DescribeClientQuotas
         | ApiKey::AlterClientQuotas
         | ApiKey::DescribeUserScramCredentials
@@ -266,9 +310,16 @@ pub fn local_partition(
 ) -> Result<(TopicPartition, Rc<PartitionLog>), i16> {
     use kafka_protocol::ResponseError;
     let t = match topic {
-        TopicRef::Name(n) => image
-            .topic(n)
-            .ok_or(ResponseError::UnknownTopicOrPartition.code())?,
+        TopicRef::Name(n) => image.topic(n).ok_or_else(|| {
+            // Internal and malformed names are refused as Kafka does (Produce to
+            // __consumer_offsets: INVALID_TOPIC_EXCEPTION).
+            use crate::metadata::controller::{RESERVED_TOPIC_NAMES, validate_topic_name};
+            if RESERVED_TOPIC_NAMES.contains(&n) || validate_topic_name(n).is_err() {
+                ResponseError::InvalidTopicException.code()
+            } else {
+                ResponseError::UnknownTopicOrPartition.code()
+            }
+        })?,
         TopicRef::Id(id) => image
             .topic_by_id(id)
             .ok_or(ResponseError::UnknownTopicId.code())?,
@@ -288,5 +339,7 @@ pub fn local_partition(
     Ok((tp, log))
 }
 
+#[cfg(test)]
+mod group_tests;
 #[cfg(test)]
 mod tests;

@@ -23,7 +23,10 @@ use crate::protocol::frame::header_prefix;
 use crate::protocol::response::Part;
 use crate::types::ShardId;
 
-struct NoPeers;
+#[derive(Default)]
+struct NoPeers {
+    next_producer_id: std::cell::Cell<i64>,
+}
 
 impl Peers for NoPeers {
     fn create_topics(
@@ -58,25 +61,49 @@ impl Peers for NoPeers {
     fn sleep(&self, _: Duration) -> LocalBoxFuture<'static, ()> {
         async {}.boxed_local()
     }
+    fn reserve_producer_ids(&self, count: i64) -> LocalBoxFuture<'static, Result<i64, TopicError>> {
+        let start = self.next_producer_id.get();
+        self.next_producer_id.set(start + count);
+        async move { Ok(start) }.boxed_local()
+    }
+    fn list_groups(
+        &self,
+        _: ShardId,
+        _: Vec<String>,
+    ) -> LocalBoxFuture<'static, Vec<crate::group::GroupListing>> {
+        async { vec![] }.boxed_local()
+    }
+    fn describe_groups(
+        &self,
+        _: ShardId,
+        ids: Vec<String>,
+    ) -> LocalBoxFuture<'static, Vec<crate::group::GroupDescription>> {
+        let m = crate::group::GroupManager::new(0);
+        async move { ids.iter().map(|id| m.describe(id)).collect() }.boxed_local()
+    }
 }
 
-fn context() -> Rc<Context> {
+pub(super) fn context() -> Rc<Context> {
     let config = crate::config::Config::parse_from(["sable", "--node-id-base", "7"]);
     let state = MetadataState {
         cluster_id: "cluster".into(),
         version: 1,
         topics: vec![],
+        next_producer_id: 0,
     };
     Rc::new(Context {
         shard: ShardId(0),
         config: Rc::new(config),
         metadata: RefCell::new(Arc::new(MetadataImage::new(state, 2))),
         partitions: RefCell::new(HashMap::new()),
-        peers: Rc::new(NoPeers),
+        peers: Rc::new(NoPeers::default()),
+        // No initial delay: a lone join completes at once, so block_on never waits on a timer.
+        groups: group_coordinator::GroupCoordinator::new(0),
+        producer_ids: RefCell::new(0..0),
     })
 }
 
-fn request<T: Encodable>(key: ApiKey, version: i16, body: &T) -> Bytes {
+pub(super) fn request<T: Encodable>(key: ApiKey, version: i16, body: &T) -> Bytes {
     let mut b = BytesMut::new();
     let header = RequestHeader::default()
         .with_request_api_key(key as i16)
@@ -97,7 +124,7 @@ fn run(body: Bytes) -> Result<Option<Frame>, HandlerError> {
 }
 
 /// The response body after the length, correlation id, and (flexible) header tags.
-fn response_body(frame: Frame, key: ApiKey, version: i16) -> Bytes {
+pub(super) fn response_body(frame: Frame, key: ApiKey, version: i16) -> Bytes {
     let mut out = BytesMut::new();
     for p in frame.parts {
         let Part::Mem(b) = p else {
@@ -215,4 +242,32 @@ fn hostile_array_count_is_refused_without_aborting() {
         run(raw.freeze()),
         Err(HandlerError::Malformed(ApiKey::Metadata, _))
     ));
+}
+
+#[test]
+fn init_producer_id_hands_out_distinct_ids_across_blocks() {
+    use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse};
+    let ctx = context();
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..(crate::limits::PRODUCER_ID_BLOCK_SIZE + 5) {
+        let body = request(
+            ApiKey::InitProducerId,
+            4,
+            &InitProducerIdRequest::default()
+                .with_transactional_id(None)
+                .with_transaction_timeout_ms(60000),
+        );
+        let prefix = header_prefix(&body).unwrap();
+        let frame = futures::executor::block_on(dispatch(&ctx, prefix, body))
+            .unwrap()
+            .unwrap();
+        let mut b = response_body(frame, ApiKey::InitProducerId, 4);
+        let resp = InitProducerIdResponse::decode(&mut b, 4).unwrap();
+        assert_eq!((resp.error_code, resp.producer_epoch), (0, 0));
+        assert!(
+            seen.insert(resp.producer_id.0),
+            "id {} handed out twice",
+            resp.producer_id.0
+        );
+    }
 }

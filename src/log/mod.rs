@@ -1,37 +1,77 @@
 //! The partition log: segments of record batches stored exactly as produced, a sparse offset index
 //! and a time index per segment, group-committed fdatasync, recovery of a torn tail.
 //!
-//! Only `file.rs` touches glommio; the rest is runtime-free.
+//! Only `file.rs` touches the async runtime; the rest is runtime-free.
 //!
 //! CONTRACT (used by handlers and net; keep these signatures):
 //! * `PartitionLog::open(dir, config, leader_epoch).await` recovers and opens one partition.
 //! * `append(records, acks).await` appends a validated record set (one or more v2 batches, as
 //!   `protocol::batch::validate_record_set` accepted them) and answers per `acks`.
-//! * `read(from, max_bytes, isolation_end).await` returns whole batches as file regions.
+//! * `read(from, max_bytes).await` returns whole batches as file regions.
 //! * `appended()` is a future that completes at the next append (long poll).
 //! * `offset_for_timestamp(ts)` / `max_timestamp()` for ListOffsets.
 //! * `close().await` flushes and writes the clean-shutdown marker; `delete().await` removes it all.
 
+mod append;
 pub mod file;
+mod index;
+mod notify;
+mod read;
+mod recovery;
+mod segment;
 
+use std::cell::{Cell, RefCell};
 use std::path::PathBuf;
 use std::rc::Rc;
 
 use bytes::Bytes;
 
+use crate::limits::{INDEX_INTERVAL_BYTES, SEGMENT_SIZE_DEFAULT_BYTES};
 use crate::types::{Acks, Offset};
 
 pub use file::SegmentFile;
+use notify::{FifoLock, Notify};
+use recovery::RecoveryMode;
+use segment::{INDEX_SUFFIX, LOG_SUFFIX, Segment, TIME_INDEX_SUFFIX};
+
+/// Written by `close` after everything is flushed; its presence at open means the files are
+/// whole and the tail scan may skip CRC checks. Removed at open, so a later crash is unclean.
+pub const CLEAN_SHUTDOWN_FILE: &str = ".sable_clean_shutdown";
+/// Kafka caps segment.bytes at Int.MaxValue; index positions are u32 and a segment may
+/// overshoot by one request.
+pub const SEGMENT_SIZE_MAX_BYTES: u64 = i32::MAX as u64;
+const _: () = assert!(
+    SEGMENT_SIZE_MAX_BYTES + crate::limits::REQUEST_SIZE_MAX_BYTES as u64 <= u32::MAX as u64
+);
 
 /// Per-partition settings; Kafka's topic config names in the docs.
 #[derive(Clone, Debug)]
 pub struct LogConfig {
-    /// segment.bytes
+    /// segment.bytes: a segment is rolled before an append would take it past this.
+    /// Default 1 GiB; at most `SEGMENT_SIZE_MAX_BYTES`.
     pub segment_bytes: u64,
-    /// segment.ms
+    /// segment.ms: a segment older than this is rolled at the next append. Default 7 days.
     pub segment_ms: i64,
-    /// index.interval.bytes
+    /// index.interval.bytes: log bytes between two sparse index entries. Default 4 KiB.
     pub index_interval_bytes: u32,
+    /// retention.ms: whole segments whose newest record is older than this are deleted.
+    /// -1 keeps everything. Default 7 days.
+    pub retention_ms: i64,
+    /// retention.bytes: old segments are deleted while the partition is larger than this.
+    /// -1 (the default) means no size limit.
+    pub retention_bytes: i64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: SEGMENT_SIZE_DEFAULT_BYTES,
+            segment_ms: 7 * 24 * 60 * 60 * 1000,
+            index_interval_bytes: INDEX_INTERVAL_BYTES,
+            retention_ms: 7 * 24 * 60 * 60 * 1000,
+            retention_bytes: -1,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,71 +114,270 @@ pub struct ReadSlice {
     pub len_bytes: u64,
 }
 
+/// The mutable part of a log. Borrowed only between awaits, never across one.
+struct LogState {
+    /// Sorted by base offset; the last is the active segment. Never empty.
+    segments: Vec<Segment>,
+    /// Next offset to be written; every batch below is whole on disk (page cache at least).
+    high_watermark: i64,
+    closed: bool,
+}
+
+impl LogState {
+    fn active(&self) -> &Segment {
+        self.segments
+            .last()
+            .expect("a log always has an active segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments
+            .last_mut()
+            .expect("a log always has an active segment")
+    }
+
+    #[cfg(test)]
+    fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Index of the segment holding `offset`: the last whose base is at or below it.
+    fn segment_for(&self, offset: i64) -> usize {
+        let after = self.segments.partition_point(|s| s.base_offset <= offset);
+        after.saturating_sub(1)
+    }
+}
+
+/// Group commit bookkeeping. Writes are numbered as they complete; a sync covers every write
+/// completed before it was issued.
+#[derive(Default)]
+struct SyncState {
+    written_seq: Cell<u64>,
+    synced_seq: Cell<u64>,
+    in_flight: Cell<bool>,
+    /// An fdatasync failed: no later sync may be trusted to cover earlier writes.
+    failed: Cell<bool>,
+    /// fdatasync calls issued, for tests and metrics.
+    syncs: Cell<u64>,
+}
+
 pub struct PartitionLog {
-    _todo: (),
+    dir: PathBuf,
+    /// Replaced whole when the topic's configs change (`set_config`).
+    config: RefCell<LogConfig>,
+    leader_epoch: i32,
+    state: RefCell<LogState>,
+    /// Appends take it in call order and hold it from offset assignment to the end of the write.
+    write_lock: FifoLock,
+    appended: Rc<Notify>,
+    sync: SyncState,
+    /// Fires whenever the write lock is released (however the write ended), a queued append
+    /// gives up, or a sync ends: what waiting `sync_through` callers re-check on.
+    progress: Rc<Notify>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl PartitionLog {
     pub async fn open(
-        _dir: PathBuf,
-        _config: LogConfig,
-        _leader_epoch: i32,
+        dir: PathBuf,
+        config: LogConfig,
+        leader_epoch: i32,
     ) -> Result<Rc<PartitionLog>, LogError> {
-        todo!()
+        assert!(config.segment_bytes > 0 && config.segment_bytes <= SEGMENT_SIZE_MAX_BYTES);
+        file::create_dir_all(&dir).await?;
+        let marker = dir.join(CLEAN_SHUTDOWN_FILE);
+        let clean = file::exists(&marker).await?;
+        let mut bases: Vec<i64> = file::list_dir(&dir)
+            .await?
+            .iter()
+            .filter_map(|name| segment::parse_log_file_name(name))
+            .collect();
+        bases.sort_unstable();
+        if bases.is_empty() {
+            bases.push(0);
+        }
+        let mut segments = Vec::with_capacity(bases.len());
+        for (i, &base) in bases.iter().enumerate() {
+            let is_active = i + 1 == bases.len();
+            let mode = RecoveryMode {
+                verify_crc: is_active && !clean,
+                truncate_tail: is_active,
+            };
+            let segment =
+                recovery::open_segment(&dir, base, config.index_interval_bytes, mode, now_ms())
+                    .await?;
+            segments.push(segment);
+            file::yield_if_needed().await;
+        }
+        if clean {
+            // Gone before the first append, so a crash from here on is recovered as unclean.
+            file::remove_file(&marker).await?;
+        }
+        file::sync_dir(&dir).await?;
+        let high_watermark = segments.last().expect("at least one segment").next_offset;
+        tracing::debug!(dir = %dir.display(), clean, high_watermark, "log opened");
+        let progress = Rc::new(Notify::default());
+        Ok(Rc::new(PartitionLog {
+            dir,
+            config: RefCell::new(config),
+            leader_epoch,
+            state: RefCell::new(LogState {
+                segments,
+                high_watermark,
+                closed: false,
+            }),
+            write_lock: FifoLock::new(Rc::clone(&progress)),
+            appended: Rc::new(Notify::default()),
+            sync: SyncState::default(),
+            progress,
+        }))
     }
 
     /// Appends a validated record set. Offsets are assigned here; baseOffset and
     /// partitionLeaderEpoch are patched in place (both lie outside the CRC).
     /// `Acks::All` returns only after an fdatasync covering the batches; the others after the write.
-    pub async fn append(&self, _records: Bytes, _acks: Acks) -> Result<AppendInfo, LogError> {
-        todo!()
+    pub async fn append(&self, records: Bytes, acks: Acks) -> Result<AppendInfo, LogError> {
+        let (base_offset, write_seq) = self.write(records).await?;
+        if acks == Acks::All {
+            self.sync_through(write_seq, true).await?;
+        }
+        Ok(AppendInfo {
+            base_offset: Offset(base_offset),
+            log_start_offset: self.log_start_offset(),
+        })
     }
 
     /// Next offset to be written; everything below is readable.
     pub fn high_watermark(&self) -> Offset {
-        todo!()
+        Offset(self.state.borrow().high_watermark)
     }
 
     pub fn log_start_offset(&self) -> Offset {
-        todo!()
+        Offset(self.state.borrow().segments[0].base_offset)
     }
 
-    /// The leader epoch this log stamps into batches (partitionLeaderEpoch).
+    /// The partition's current settings.
+    pub fn config(&self) -> LogConfig {
+        self.config.borrow().clone()
+    }
+
+    /// Applies changed topic configs live (e.g. a lowered retention.ms); the next append, roll or
+    /// retention pass uses them.
+    pub fn set_config(&self, config: LogConfig) {
+        assert!(config.segment_bytes > 0 && config.segment_bytes <= SEGMENT_SIZE_MAX_BYTES);
+        *self.config.borrow_mut() = config;
+    }
+
+    /// The leader epoch stamped into every appended batch.
     pub fn leader_epoch(&self) -> i32 {
-        todo!()
+        self.leader_epoch
     }
 
     /// Whole batches from the one holding `from`, up to `max_bytes` (at least one batch, KIP-74),
     /// never past the high watermark. `from` == high watermark gives an empty slice.
-    pub async fn read(&self, _from: Offset, _max_bytes: u64) -> Result<ReadSlice, LogError> {
-        todo!()
+    pub async fn read(&self, from: Offset, max_bytes: u64) -> Result<ReadSlice, LogError> {
+        self.read_batches(from.value(), max_bytes).await
     }
 
     /// Completes at the next successful append (or when the log closes).
     pub fn appended(&self) -> impl std::future::Future<Output = ()> + 'static {
-        async {}
+        let next = self.appended.notified();
+        let closed = self.state.borrow().closed;
+        async move {
+            if !closed {
+                next.await;
+            }
+        }
     }
 
     /// The first record (not batch) with timestamp >= `timestamp_ms`: (offset, its timestamp).
     pub async fn offset_for_timestamp(
         &self,
-        _timestamp_ms: i64,
+        timestamp_ms: i64,
     ) -> Result<Option<(Offset, i64)>, LogError> {
-        todo!()
+        let found = self.first_record_at_or_after(timestamp_ms).await?;
+        Ok(found.map(|(offset, timestamp)| (Offset(offset), timestamp)))
     }
 
     /// The record with the largest timestamp (KIP-734): (offset, timestamp).
     pub async fn max_timestamp(&self) -> Result<Option<(Offset, i64)>, LogError> {
-        todo!()
+        let found = self.record_with_max_timestamp().await?;
+        Ok(found.map(|(offset, timestamp)| (Offset(offset), timestamp)))
+    }
+
+    /// Makes every completed write durable. Meant for the shard's background flush of
+    /// acks=0/1 data (flush_interval_ms); acks=all appends already wait for their own sync.
+    pub async fn flush(&self) -> Result<(), LogError> {
+        self.sync_through(self.sync.written_seq.get(), true).await
+    }
+
+    /// fdatasync calls issued so far (group commit shares one among many appends).
+    pub fn sync_count(&self) -> u64 {
+        self.sync.syncs.get()
     }
 
     /// Flushes everything and writes the clean-shutdown marker.
     pub async fn close(&self) -> Result<(), LogError> {
-        todo!()
+        let _turn = self.write_lock.lock().await;
+        if self.state.borrow().closed {
+            return Ok(());
+        }
+        self.state.borrow_mut().closed = true;
+        // Long polls end now; their next read answers NOT_LEADER_OR_FOLLOWER-style errors or data.
+        self.appended.notify_all();
+        self.sync_through(self.sync.written_seq.get(), false)
+            .await?;
+        let count = self.state.borrow().segments.len();
+        for i in 0..count {
+            self.persist_indexes(i).await?;
+        }
+        let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
+        file::replace_small_file(&marker, Vec::new()).await?;
+        file::sync_dir(&self.dir).await?;
+        tracing::debug!(dir = %self.dir.display(), "log closed cleanly");
+        Ok(())
     }
 
     /// Closes and removes the partition directory.
     pub async fn delete(&self) -> Result<(), LogError> {
-        todo!()
+        if let Err(e) = self.close().await {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "close before delete failed");
+        }
+        file::remove_dir_all(&self.dir).await?;
+        Ok(())
+    }
+
+    /// Writes segment `i`'s indexes if they changed since last persisted. Index files are
+    /// rebuildable, so they are written with a rename but without a directory sync.
+    async fn persist_indexes(&self, i: usize) -> Result<(), LogError> {
+        let (index_path, index, time_index_path, time_index) = {
+            let state = self.state.borrow();
+            let segment = &state.segments[i];
+            if !segment.index_dirty {
+                return Ok(());
+            }
+            (
+                segment.path(&self.dir, INDEX_SUFFIX),
+                segment.index.encode(),
+                segment.path(&self.dir, TIME_INDEX_SUFFIX),
+                segment.time_index_for_disk().encode(),
+            )
+        };
+        file::replace_small_file(&index_path, index).await?;
+        file::replace_small_file(&time_index_path, time_index).await?;
+        self.state.borrow_mut().segments[i].index_dirty = false;
+        Ok(())
+    }
+
+    fn segment_log_path(&self, base_offset: i64) -> PathBuf {
+        self.dir.join(segment::file_name(base_offset, LOG_SUFFIX))
     }
 }
+
+#[cfg(test)]
+mod tests;

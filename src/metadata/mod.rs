@@ -32,6 +32,9 @@ pub struct MetadataState {
     /// Bumped on every change; shards ignore images older than the one they have.
     pub version: u64,
     pub topics: Vec<TopicRecord>,
+    /// First producer id not yet handed to a shard; blocks are reserved here and persisted
+    /// before use, so an id is never given out twice, even across restarts.
+    pub next_producer_id: i64,
 }
 
 impl MetadataState {
@@ -119,6 +122,7 @@ mod tests {
                 }],
                 configs: vec![("retention.ms".into(), "1000".into())],
             }],
+            next_producer_id: 2000,
         };
         let bytes = s.encode();
         assert_eq!(MetadataState::decode(&bytes).unwrap(), s);

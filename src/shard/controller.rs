@@ -98,6 +98,29 @@ impl Controller {
         results
     }
 
+    /// Reserves `count` producer ids; persisted before any of them is used.
+    pub async fn reserve_producer_ids(
+        &self,
+        peers: &Rc<ShardPeers>,
+        count: i64,
+    ) -> Result<i64, TopicError> {
+        assert!(count > 0);
+        let _turn = self
+            .changing
+            .acquire_permit(1)
+            .await
+            .expect("semaphore never closes");
+        let mut next = self.state.borrow().clone();
+        let start = next.next_producer_id;
+        next.next_producer_id = start
+            .checked_add(count)
+            .ok_or_else(|| TopicError::Storage("producer ids exhausted".into()))?;
+        self.commit(peers, next)
+            .await
+            .map_err(|e| TopicError::Storage(format!("metadata not persisted: {e}")))?;
+        Ok(start)
+    }
+
     /// Persists the new state, then makes every shard apply it (open or delete partitions).
     async fn commit(&self, peers: &Rc<ShardPeers>, mut next: MetadataState) -> std::io::Result<()> {
         next.version += 1;

@@ -3,6 +3,7 @@
 //! and shuts down cleanly.
 
 pub mod controller;
+pub mod groups;
 pub mod peers;
 
 use std::cell::{OnceCell, RefCell};
@@ -91,6 +92,7 @@ impl Shard {
                 Err(e) => error!(partition = %tp, error = %e, "could not open partition"),
             }
         }
+        groups::forget_deleted_topics(&self.ctx, &image);
         *self.ctx.metadata.borrow_mut() = image;
     }
 }
@@ -159,6 +161,10 @@ async fn shard_main(
         ))),
         partitions: RefCell::new(HashMap::new()),
         peers: Rc::new(peers.clone()),
+        groups: crate::handler::group_coordinator::GroupCoordinator::new(
+            config.group_initial_rebalance_delay_ms,
+        ),
+        producer_ids: RefCell::new(0..0),
     });
     let meta_dir = config.data_dir.join("meta");
     let controller = (me == ShardId::CONTROLLER)
@@ -167,6 +173,8 @@ async fn shard_main(
         segment_bytes: config.segment_bytes,
         segment_ms: config.segment_ms,
         index_interval_bytes: crate::limits::INDEX_INTERVAL_BYTES,
+        retention_ms: config.retention_ms,
+        retention_bytes: config.retention_bytes,
     };
     let shard = Rc::new(Shard {
         ctx: ctx.clone(),
@@ -195,6 +203,7 @@ async fn shard_main(
         partitions = ctx.partitions.borrow().len(),
         "partitions open"
     );
+    groups::start(&shard).await;
     // Serve only once every shard has its partitions open, so Metadata never points a client at
     // a shard that would refuse it.
     ready.fetch_add(1, Ordering::SeqCst);
@@ -223,6 +232,7 @@ async fn shard_main(
     if let Err(e) = gate.close().await {
         warn!(error = %e, "closing connections");
     }
+    ctx.groups.close().await;
     let logs: Vec<_> = ctx.partitions.borrow().values().cloned().collect();
     for log in logs {
         if let Err(e) = log.close().await {

@@ -12,6 +12,7 @@ use futures::future::{LocalBoxFuture, join_all};
 use glommio::channels::channel_mesh::Senders;
 
 use super::Shard;
+use crate::group::{GroupDescription, GroupListing};
 use crate::handler::Peers;
 use crate::metadata::MetadataImage;
 use crate::metadata::controller::{TopicError, TopicSpec};
@@ -33,6 +34,18 @@ pub enum ShardMsg {
     ApplyImage {
         image: Arc<MetadataImage>,
         reply: oneshot::Sender<()>,
+    },
+    ListGroups {
+        states: Vec<String>,
+        reply: oneshot::Sender<Vec<GroupListing>>,
+    },
+    DescribeGroups {
+        group_ids: Vec<String>,
+        reply: oneshot::Sender<Vec<GroupDescription>>,
+    },
+    ReserveProducerIds {
+        count: i64,
+        reply: oneshot::Sender<Result<i64, TopicError>>,
     },
 }
 
@@ -149,6 +162,57 @@ impl Peers for Rc<ShardPeers> {
     fn sleep(&self, duration: Duration) -> LocalBoxFuture<'static, ()> {
         glommio::timer::sleep(duration).boxed_local()
     }
+
+    fn reserve_producer_ids(&self, count: i64) -> LocalBoxFuture<'static, Result<i64, TopicError>> {
+        let this = self.clone();
+        async move {
+            if this.me == ShardId::CONTROLLER {
+                let shard = this.shard();
+                let controller = shard
+                    .controller
+                    .as_ref()
+                    .expect("shard 0 is the controller");
+                return controller.reserve_producer_ids(&this, count).await;
+            }
+            this.ask(ShardId::CONTROLLER, |reply| ShardMsg::ReserveProducerIds {
+                count,
+                reply,
+            })
+            .await
+            .unwrap_or(Err(TopicError::ControllerUnavailable))
+        }
+        .boxed_local()
+    }
+
+    fn list_groups(
+        &self,
+        shard: ShardId,
+        states: Vec<String>,
+    ) -> LocalBoxFuture<'static, Vec<GroupListing>> {
+        let this = self.clone();
+        async move {
+            let answer = this
+                .ask(shard, |reply| ShardMsg::ListGroups { states, reply })
+                .await;
+            // A shard that is stopping lists nothing rather than failing the whole answer.
+            answer.unwrap_or_default()
+        }
+        .boxed_local()
+    }
+
+    fn describe_groups(
+        &self,
+        shard: ShardId,
+        group_ids: Vec<String>,
+    ) -> LocalBoxFuture<'static, Vec<GroupDescription>> {
+        let this = self.clone();
+        async move {
+            this.ask(shard, |reply| ShardMsg::DescribeGroups { group_ids, reply })
+                .await
+                .unwrap_or_default()
+        }
+        .boxed_local()
+    }
 }
 
 /// Handles one message from another shard.
@@ -179,6 +243,20 @@ pub async fn handle(shard: Rc<Shard>, msg: ShardMsg) {
         ShardMsg::ApplyImage { image, reply } => {
             shard.apply_image(image).await;
             let _ = reply.send(());
+        }
+        ShardMsg::ReserveProducerIds { count, reply } => {
+            let controller = shard
+                .controller
+                .as_ref()
+                .expect("only the controller reserves producer ids");
+            let _ = reply.send(controller.reserve_producer_ids(&shard.peers, count).await);
+        }
+        ShardMsg::ListGroups { states, reply } => {
+            let _ = reply.send(shard.ctx.groups.manager.borrow().list(&states));
+        }
+        ShardMsg::DescribeGroups { group_ids, reply } => {
+            let m = shard.ctx.groups.manager.borrow();
+            let _ = reply.send(group_ids.iter().map(|id| m.describe(id)).collect());
         }
     }
 }

@@ -1,0 +1,61 @@
+//! DeleteGroups: an Empty group goes with its offsets; a tombstone in the offsets log makes it
+//! stay gone after a restart.
+
+use std::ops::RangeInclusive;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
+
+use super::error_code::{self, group_error, offsets_log_error};
+use super::group_coordinator::owns;
+use super::{Context, Frame, HandlerError, Request};
+use crate::group::record::Entry;
+use crate::group::{GroupError, GroupState};
+
+pub const VERSIONS: RangeInclusive<i16> = 0..=2;
+
+pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Frame, HandlerError> {
+    let req: DeleteGroupsRequest = r.decode(&mut body)?;
+    let mut results = Vec::new();
+    for g in &req.groups_names {
+        let code = match delete(ctx, g.0.as_str()).await {
+            Ok(()) => error_code::NONE,
+            Err(Ok(e)) => group_error(&e),
+            Err(Err(e)) => offsets_log_error(&e),
+        };
+        results.push(
+            DeletableGroupResult::default()
+                .with_group_id(g.clone())
+                .with_error_code(code),
+        );
+    }
+    Ok(r.respond(&DeleteGroupsResponse::default().with_results(results)))
+}
+
+async fn delete(
+    ctx: &Context,
+    group_id: &str,
+) -> Result<(), Result<GroupError, crate::log::LogError>> {
+    if !owns(ctx, group_id) {
+        return Err(Ok(GroupError::NotCoordinator));
+    }
+    let state = ctx
+        .groups
+        .manager
+        .borrow()
+        .group(group_id)
+        .map(|g| g.state());
+    match state {
+        None | Some(GroupState::Dead) => return Err(Ok(GroupError::GroupIdNotFound)),
+        Some(GroupState::Empty) => {}
+        Some(_) => return Err(Ok(GroupError::NonEmptyGroup)),
+    }
+    // The tombstone first: a crash after it must not bring the group's offsets back.
+    let tombstone = [Entry::GroupDeleted {
+        group_id: group_id.to_string(),
+    }];
+    ctx.groups.persist(&tombstone).await.map_err(Err)?;
+    ctx.groups.manager.borrow_mut().delete(group_id).map_err(Ok)
+}

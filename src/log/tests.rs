@@ -1,0 +1,571 @@
+//! Log tests on a real executor and real files (through `file::run_local`, so the runtime stays in
+//! file.rs): round trips across rolls, read plans, recovery of every torn tail, index rebuilds,
+//! timestamp lookups, group commit.
+
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::records::Compression;
+
+use super::file::{run_local, spawn_local};
+use super::*;
+use crate::protocol::batch::{BatchHeader, BatchHeaders, check_crc};
+use crate::protocol::records::fixtures;
+
+fn small_config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 1000,
+        index_interval_bytes: 200,
+        ..LogConfig::default()
+    }
+}
+
+fn batch(timestamp: i64, value_bytes: usize) -> Bytes {
+    Bytes::from(fixtures::simple(timestamp, value_bytes))
+}
+
+async fn open(dir: &Path, config: &LogConfig) -> Rc<PartitionLog> {
+    PartitionLog::open(dir.to_path_buf(), config.clone(), 7)
+        .await
+        .expect("open")
+}
+
+/// The bytes of a read, concatenated, and the headers of the batches in them.
+async fn read_bytes(log: &PartitionLog, from: i64, max_bytes: u64) -> (Vec<u8>, Vec<BatchHeader>) {
+    let slice = log.read(Offset(from), max_bytes).await.expect("read");
+    let mut bytes = Vec::new();
+    for region in &slice.regions {
+        let got = region
+            .file
+            .read_at(region.position, region.len as usize)
+            .await
+            .expect("region read");
+        assert_eq!(got.len() as u64, region.len, "regions cover written bytes");
+        bytes.extend(got);
+    }
+    assert_eq!(bytes.len() as u64, slice.len_bytes);
+    let mut headers = Vec::new();
+    let mut iter = BatchHeaders::new(&bytes);
+    for found in iter.by_ref() {
+        let found = found.expect("whole batches");
+        let end = found.position + found.header.total_bytes();
+        check_crc(&bytes[found.position..end]).expect("stored CRC valid");
+        headers.push(found.header);
+    }
+    assert_eq!(iter.stop(), bytes.len(), "only whole batches");
+    (bytes, headers)
+}
+
+fn segment_files(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("read_dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn append_and_read_round_trip_across_rolls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    run_local(async {
+        let log = open(dir.path(), &small_config()).await;
+        let mut expected = Vec::new();
+        for i in 0..40 {
+            let records = batch(1_000 + i, 100);
+            let info = log.append(records, Acks::Leader).await.expect("append");
+            assert_eq!(info.base_offset, Offset(i));
+            assert_eq!(info.log_start_offset, Offset(0));
+            expected.push(i);
+        }
+        assert_eq!(log.high_watermark(), Offset(40));
+        assert!(log.state.borrow().segment_count() > 3, "segments rolled");
+        assert!(segment_files(dir.path(), ".log").len() > 3);
+        // Every offset reads back as the batch holding it, stamped with our offset and epoch.
+        for from in 0..40 {
+            let (_, headers) = read_bytes(&log, from, 1).await;
+            assert_eq!(headers.len(), 1, "at least one batch, even over max_bytes");
+            assert_eq!(headers[0].base_offset, from);
+            assert_eq!(headers[0].partition_leader_epoch, 7);
+        }
+        // A big read spans segments and returns everything in order.
+        let (_, headers) = read_bytes(&log, 0, u64::MAX).await;
+        let offsets: Vec<i64> = headers.iter().map(|h| h.base_offset).collect();
+        assert_eq!(offsets, expected);
+    });
+}
+
+#[test]
+fn read_respects_max_bytes_and_bounds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    run_local(async {
+        let config = LogConfig {
+            index_interval_bytes: 300,
+            ..LogConfig::default()
+        };
+        let log = open(dir.path(), &config).await;
+        let one = batch(1, 100).len() as u64;
+        let mut multi = batch(1, 100).to_vec();
+        multi.extend_from_slice(&batch(2, 100));
+        log.append(Bytes::from(multi), Acks::Leader)
+            .await
+            .expect("append");
+        for i in 0..30 {
+            log.append(batch(i, 100), Acks::Leader)
+                .await
+                .expect("append");
+        }
+        assert_eq!(log.high_watermark(), Offset(32));
+        for take in 1..10u64 {
+            let (_, headers) = read_bytes(&log, 5, take * one).await;
+            assert_eq!(headers.len() as u64, take, "whole batches within max_bytes");
+            let (_, headers) = read_bytes(&log, 5, take * one + one - 1).await;
+            assert_eq!(headers.len() as u64, take, "never a partial batch");
+        }
+        let slice = log
+            .read(Offset(32), 1 << 20)
+            .await
+            .expect("read at the end");
+        assert!(slice.regions.is_empty() && slice.len_bytes == 0);
+        assert!(matches!(
+            log.read(Offset(33), 100).await,
+            Err(LogError::OffsetOutOfRange { .. })
+        ));
+        assert!(matches!(
+            log.read(Offset(-1), 100).await,
+            Err(LogError::OffsetOutOfRange { .. })
+        ));
+    });
+}
+
+/// Builds a log of `count` batches with an unclean shutdown (no close), returns its bytes.
+fn build_crashed_log(dir: &Path, config: &LogConfig, count: i64) {
+    run_local(async {
+        let log = open(dir, config).await;
+        for i in 0..count {
+            log.append(batch(i, 50 + i as usize), Acks::All)
+                .await
+                .expect("append");
+        }
+        // Dropped without close: the marker is absent, as after a crash.
+    });
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let path = entry.expect("entry").path();
+        std::fs::copy(&path, to.join(path.file_name().expect("name"))).expect("copy");
+    }
+}
+
+#[test]
+fn recovery_truncates_every_torn_tail_of_the_last_two_batches() {
+    let template = tempfile::tempdir().expect("tempdir");
+    let config = LogConfig {
+        index_interval_bytes: 150,
+        ..LogConfig::default()
+    };
+    build_crashed_log(template.path(), &config, 12);
+    let log_path = segment_files(template.path(), ".log")
+        .pop()
+        .expect("a segment");
+    let bytes = std::fs::read(&log_path).expect("read log");
+    let ends: Vec<usize> = BatchHeaders::new(&bytes)
+        .map(|b| {
+            let b = b.expect("ok");
+            b.position + b.header.total_bytes()
+        })
+        .collect();
+    assert_eq!(ends.len(), 12);
+    let work = tempfile::tempdir().expect("tempdir");
+    for cut in ends[9]..=bytes.len() {
+        let dir = work.path().join(format!("cut-{cut}"));
+        copy_dir(template.path(), &dir);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join(log_path.file_name().expect("name")))
+            .expect("open");
+        file.set_len(cut as u64).expect("truncate");
+        let whole = ends.iter().filter(|&&end| end <= cut).count() as i64;
+        run_local(async {
+            let log = open(&dir, &config).await;
+            assert_eq!(log.high_watermark(), Offset(whole), "cut at {cut}");
+            let (read, headers) = read_bytes(&log, 0, u64::MAX).await;
+            assert_eq!(headers.len() as i64, whole);
+            assert_eq!(read, bytes[..ends[whole as usize - 1]]);
+            let info = log.append(batch(99, 10), Acks::All).await.expect("append");
+            assert_eq!(
+                info.base_offset,
+                Offset(whole),
+                "appends continue after the tail"
+            );
+            let (_, headers) = read_bytes(&log, whole, 1).await;
+            assert_eq!(headers[0].max_timestamp, 99);
+        });
+    }
+}
+
+#[test]
+fn a_flipped_byte_in_the_last_batch_is_truncated_unless_shutdown_was_clean() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = LogConfig::default();
+    build_crashed_log(dir.path(), &config, 5);
+    let log_path = segment_files(dir.path(), ".log").pop().expect("a segment");
+    let mut bytes = std::fs::read(&log_path).expect("read");
+    let last = bytes.len() - 3;
+    bytes[last] ^= 0x40;
+    std::fs::write(&log_path, &bytes).expect("write");
+    // With a clean marker the tail is trusted: the scan checks framing, not CRCs.
+    std::fs::write(dir.path().join(CLEAN_SHUTDOWN_FILE), b"").expect("marker");
+    run_local(async {
+        let log = open(dir.path(), &config).await;
+        assert_eq!(log.high_watermark(), Offset(5));
+    });
+    assert!(
+        !dir.path().join(CLEAN_SHUTDOWN_FILE).exists(),
+        "marker consumed at open"
+    );
+    run_local(async {
+        let log = open(dir.path(), &config).await;
+        assert_eq!(
+            log.high_watermark(),
+            Offset(4),
+            "corrupt last batch dropped"
+        );
+        log.close().await.expect("close");
+    });
+    assert!(
+        dir.path().join(CLEAN_SHUTDOWN_FILE).exists(),
+        "close writes the marker"
+    );
+    assert!(std::fs::metadata(&log_path).expect("stat").len() < bytes.len() as u64);
+}
+
+#[test]
+fn missing_short_and_garbage_indexes_are_rebuilt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = LogConfig {
+        segment_bytes: 4000,
+        index_interval_bytes: 100,
+        ..LogConfig::default()
+    };
+    run_local(async {
+        let log = open(dir.path(), &config).await;
+        for i in 0..60 {
+            log.append(batch(i * 10, 60), Acks::Leader)
+                .await
+                .expect("append");
+        }
+        log.close().await.expect("close");
+    });
+    let indexes = segment_files(dir.path(), ".index");
+    let time_indexes = segment_files(dir.path(), ".timeindex");
+    assert!(indexes.len() > 1);
+    let originals: Vec<Vec<u8>> = indexes
+        .iter()
+        .chain(&time_indexes)
+        .map(|p| std::fs::read(p).expect("read"))
+        .collect();
+    assert!(originals.iter().all(|o| !o.is_empty()));
+    let damage: [&dyn Fn(&Path); 3] = [
+        &|p| std::fs::remove_file(p).expect("remove"),
+        &|p| {
+            let len = std::fs::metadata(p).expect("stat").len();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(p)
+                .expect("open")
+                .set_len(len - 3)
+                .expect("truncate");
+        },
+        &|p| std::fs::write(p, [0xff; 24]).expect("garbage"),
+    ];
+    for harm in damage {
+        for path in indexes.iter().chain(&time_indexes) {
+            harm(path);
+        }
+        run_local(async {
+            let log = open(dir.path(), &config).await;
+            assert_eq!(log.high_watermark(), Offset(60));
+            for from in [0, 17, 33, 59] {
+                let (_, headers) = read_bytes(&log, from, 1).await;
+                assert_eq!(headers[0].base_offset, from);
+            }
+            assert_eq!(
+                log.offset_for_timestamp(301).await.expect("lookup"),
+                Some((Offset(31), 310))
+            );
+            log.close().await.expect("close");
+        });
+        let rebuilt: Vec<Vec<u8>> = indexes
+            .iter()
+            .chain(&time_indexes)
+            .map(|p| std::fs::read(p).expect("read"))
+            .collect();
+        assert_eq!(
+            rebuilt, originals,
+            "rebuilt indexes equal the ones appends wrote"
+        );
+    }
+}
+
+#[test]
+fn offset_for_timestamp_finds_records_inside_compressed_batches() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = LogConfig {
+        segment_bytes: 600,
+        index_interval_bytes: 100,
+        ..LogConfig::default()
+    };
+    run_local(async {
+        let log = open(dir.path(), &config).await;
+        let sets = [
+            (vec![100, 105, 103], Compression::None),
+            (vec![200, 150, 250], Compression::Gzip),
+            (vec![240, 260], Compression::Zstd),
+            (vec![255, 300, 299], Compression::Lz4),
+            (vec![310], Compression::Snappy),
+        ];
+        for (timestamps, compression) in &sets {
+            let records = fixtures::batch(timestamps, *compression, 200);
+            log.append(Bytes::from(records), Acks::Leader)
+                .await
+                .expect("append");
+        }
+        assert!(log.state.borrow().segment_count() > 1);
+        let cases = [
+            (0, Some((0, 100))),
+            (101, Some((1, 105))),
+            (106, Some((3, 200))),
+            (201, Some((5, 250))),
+            (251, Some((7, 260))),
+            (261, Some((9, 300))),
+            (301, Some((11, 310))),
+            (311, None),
+        ];
+        for (timestamp, expected) in cases {
+            let found = log.offset_for_timestamp(timestamp).await.expect("lookup");
+            assert_eq!(
+                found,
+                expected.map(|(o, t)| (Offset(o), t)),
+                "ts {timestamp}"
+            );
+        }
+        assert_eq!(
+            log.max_timestamp().await.expect("max"),
+            Some((Offset(11), 310))
+        );
+    });
+}
+
+#[test]
+fn max_timestamp_is_the_record_not_the_batch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    run_local(async {
+        let log = open(dir.path(), &LogConfig::default()).await;
+        assert_eq!(log.max_timestamp().await.expect("max"), None);
+        let records = fixtures::batch(&[5, 900, 7], Compression::Zstd, 10);
+        log.append(Bytes::from(records), Acks::Leader)
+            .await
+            .expect("append");
+        log.append(batch(100, 10), Acks::Leader)
+            .await
+            .expect("append");
+        assert_eq!(
+            log.max_timestamp().await.expect("max"),
+            Some((Offset(1), 900))
+        );
+    });
+}
+
+#[test]
+fn concurrent_acks_all_appends_share_syncs_and_keep_call_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    run_local(async {
+        let log = open(dir.path(), &LogConfig::default()).await;
+        let producers = 64;
+        let tasks: Vec<_> = (0..producers)
+            .map(|i| {
+                let log = Rc::clone(&log);
+                spawn_local(async move {
+                    let info = log.append(batch(i, 100), Acks::All).await.expect("append");
+                    (i, info.base_offset)
+                })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for task in tasks {
+            results.push(task.await);
+        }
+        for (i, base) in &results {
+            assert_eq!(*base, Offset(*i), "appends land in call order");
+        }
+        assert_eq!(log.high_watermark(), Offset(producers));
+        let syncs = log.sync_count();
+        assert!(
+            syncs >= 1 && syncs < producers as u64 / 2,
+            "{syncs} syncs for {producers} appends"
+        );
+        assert!(!log.write_lock.is_held());
+    });
+}
+
+#[test]
+fn appended_wakes_long_polls_and_close_ends_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    run_local(async {
+        let log = open(dir.path(), &LogConfig::default()).await;
+        let waiter = spawn_local(log.appended());
+        let writer = {
+            let log = Rc::clone(&log);
+            spawn_local(async move { log.append(batch(1, 1), Acks::None).await })
+        };
+        waiter.await;
+        writer.await.expect("append");
+        let waiter = spawn_local(log.appended());
+        log.close().await.expect("close");
+        waiter.await;
+        log.appended().await; // Already closed: completes at once.
+        assert!(matches!(
+            log.append(batch(1, 1), Acks::Leader).await,
+            Err(LogError::Closed)
+        ));
+        log.flush().await.expect("nothing to flush");
+    });
+}
+
+#[test]
+fn reopen_after_clean_close_continues_and_delete_removes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("topic-0");
+    run_local(async {
+        let log = open(&path, &small_config()).await;
+        for i in 0..20 {
+            log.append(batch(i, 80), Acks::All).await.expect("append");
+        }
+        log.close().await.expect("close");
+        let log = open(&path, &small_config()).await;
+        assert_eq!(log.high_watermark(), Offset(20));
+        let info = log.append(batch(20, 80), Acks::All).await.expect("append");
+        assert_eq!(info.base_offset, Offset(20));
+        let (_, headers) = read_bytes(&log, 0, u64::MAX).await;
+        assert_eq!(headers.len(), 21);
+        log.delete().await.expect("delete");
+    });
+    assert!(!path.exists());
+}
+
+#[test]
+fn a_steady_stream_of_writers_does_not_postpone_syncs_for_ever() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    run_local(async {
+        let log = open(dir.path(), &LogConfig::default()).await;
+        let producers = 3 * super::append::SYNC_GROUP_WRITES_MAX as i64;
+        let tasks: Vec<_> = (0..producers)
+            .map(|i| {
+                let log = Rc::clone(&log);
+                spawn_local(async move { log.append(batch(i, 10), Acks::All).await })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("append");
+        }
+        assert!(
+            log.sync_count() >= 2,
+            "a sync every SYNC_GROUP_WRITES_MAX writes at most"
+        );
+        assert_eq!(log.high_watermark(), Offset(producers));
+    });
+}
+
+#[test]
+fn oversized_batches_get_their_own_segment_and_segment_ms_rolls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    run_local(async {
+        let log = open(dir.path(), &small_config()).await;
+        log.append(batch(1, 10), Acks::Leader)
+            .await
+            .expect("append");
+        log.append(batch(2, 3000), Acks::Leader)
+            .await
+            .expect("append");
+        log.append(batch(3, 10), Acks::Leader)
+            .await
+            .expect("append");
+        assert_eq!(log.state.borrow().segment_count(), 3);
+        let (_, headers) = read_bytes(&log, 1, 1).await;
+        assert_eq!(
+            headers[0].max_timestamp, 2,
+            "the big batch reads back whole"
+        );
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    run_local(async {
+        let config = LogConfig {
+            segment_ms: -1, // Every non-empty segment is already too old.
+            ..LogConfig::default()
+        };
+        let log = open(dir.path(), &config).await;
+        for i in 0..4 {
+            log.append(batch(i, 10), Acks::Leader)
+                .await
+                .expect("append");
+        }
+        assert_eq!(log.state.borrow().segment_count(), 4);
+    });
+}
+
+#[test]
+fn garbage_after_the_last_batch_is_truncated() {
+    let template = tempfile::tempdir().expect("tempdir");
+    let config = LogConfig::default();
+    build_crashed_log(template.path(), &config, 3);
+    let log_name = segment_files(template.path(), ".log")
+        .pop()
+        .expect("a segment")
+        .file_name()
+        .expect("name")
+        .to_owned();
+    let valid_len = std::fs::metadata(template.path().join(&log_name))
+        .expect("stat")
+        .len();
+    let work = tempfile::tempdir().expect("tempdir");
+    // A small deterministic generator: the cases are data, reproducible without a seed file.
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for case in 0..40 {
+        let dir = work.path().join(format!("case-{case}"));
+        copy_dir(template.path(), &dir);
+        let len = 1 + (next() % 300) as usize;
+        let mut garbage: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        if case % 4 == 0 && len >= 17 {
+            // A plausible header: right magic and a length that fits, but no valid CRC.
+            garbage[8..12].copy_from_slice(&((len - 12) as i32).to_be_bytes());
+            garbage[16] = 2;
+        }
+        let path = dir.join(&log_name);
+        let mut bytes = std::fs::read(&path).expect("read");
+        bytes.extend_from_slice(&garbage);
+        std::fs::write(&path, bytes).expect("write");
+        run_local(async {
+            let log = open(&dir, &config).await;
+            assert_eq!(log.high_watermark(), Offset(3), "case {case}");
+            let info = log.append(batch(9, 10), Acks::All).await.expect("append");
+            assert_eq!(info.base_offset, Offset(3));
+        });
+        let appended_len = batch(9, 10).len() as u64;
+        assert_eq!(
+            std::fs::metadata(&path).expect("stat").len(),
+            valid_len + appended_len,
+            "the garbage was cut before the new batch"
+        );
+    }
+}
