@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::future_producer::Delivery;
@@ -303,9 +303,9 @@ impl Broker {
         config.create().expect("create producer")
     }
 
-    /// A consumer for manual `assign`. librdkafka insists on a `group.id`, but the tests never
-    /// subscribe or commit: consumer groups are not part of what they check.
-    pub fn consumer_with(&self, extra: &[(&str, &str)]) -> BaseConsumer {
+    /// Settings for a consumer used with manual `assign`. librdkafka insists on a `group.id`,
+    /// but these consumers never subscribe or commit: consumer groups are not what they check.
+    fn consumer_config(&self, extra: &[(&str, &str)]) -> ClientConfig {
         let mut config = self.client_config();
         config
             .set("group.id", "sable-tests-unused")
@@ -315,11 +315,24 @@ impl Broker {
         for (k, v) in extra {
             config.set(*k, *v);
         }
-        config.create().expect("create consumer")
+        config
+    }
+
+    pub fn consumer_with(&self, extra: &[(&str, &str)]) -> BaseConsumer {
+        self.consumer_config(extra)
+            .create()
+            .expect("create consumer")
     }
 
     pub fn consumer(&self) -> BaseConsumer {
         self.consumer_with(&[])
+    }
+
+    /// The async flavour of `consumer_with`, polled by the tokio runtime of the test.
+    pub fn stream_consumer(&self, extra: &[(&str, &str)]) -> StreamConsumer {
+        self.consumer_config(extra)
+            .create()
+            .expect("create stream consumer")
     }
 
     pub fn admin(&self) -> AdminClient<DefaultClientContext> {
