@@ -93,6 +93,11 @@ pub struct Config {
         default_value_t = 3000
     )]
     pub group_initial_rebalance_delay_ms: u64,
+
+    /// Serve Prometheus metrics (GET /metrics, text format) on this address, from shard 0.
+    /// Off by default.
+    #[arg(long, env = "SABLE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Config {

@@ -379,5 +379,22 @@ impl PartitionLog {
     }
 }
 
+/// Sizes for DescribeLogDirs and metrics.
+impl PartitionLog {
+    /// Bytes of record data in all segments (indexes not counted).
+    pub fn size_bytes(&self) -> u64 {
+        self.state
+            .borrow()
+            .segments
+            .iter()
+            .map(|s| s.size_bytes)
+            .sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.state.borrow().segments.len()
+    }
+}
+
 #[cfg(test)]
 mod tests;

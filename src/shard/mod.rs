@@ -4,6 +4,7 @@
 
 pub mod controller;
 pub mod groups;
+pub mod metrics;
 pub mod peers;
 
 use std::cell::{OnceCell, RefCell};
@@ -93,6 +94,7 @@ impl Shard {
             }
         }
         groups::forget_deleted_topics(&self.ctx, &image);
+        self.apply_topic_configs(&image);
         *self.ctx.metadata.borrow_mut() = image;
     }
 }
@@ -226,6 +228,19 @@ async fn shard_main(
         ));
     }
     info!(bootstrap = %bootstrap, port = own.port(), "serving");
+    if me == ShardId::CONTROLLER
+        && let Some(addr) = config.metrics_listen
+    {
+        let listener = TcpListener::bind(addr)
+            .map_err(|e| format!("cannot listen for metrics on {addr}: {e}"))?;
+        info!(metrics = %addr, "serving metrics");
+        match gate.spawn(metrics::serve(listener, peers.clone(), stop.clone())) {
+            Ok(task) => {
+                task.detach();
+            }
+            Err(e) => warn!(error = %e, "could not spawn the metrics task"),
+        }
+    }
     futures::future::join_all(accepts).await;
 
     // Stop: listeners are dropped; let connections finish their request in flight.
@@ -266,6 +281,27 @@ async fn accept_loop(listener: TcpListener, ctx: Rc<Context>, gate: Rc<Gate>, st
             }
             Either::Left((Err(e), _)) => warn!(error = %e, "accept"),
             Either::Right(_) => break,
+        }
+    }
+}
+
+impl Shard {
+    /// Gives every open partition the effective settings of its topic (topic configs over the
+    /// broker defaults), so an AlterConfigs takes effect without a restart. Cheap: a few string
+    /// parses per topic on each metadata change.
+    fn apply_topic_configs(&self, image: &MetadataImage) {
+        let mut effective: HashMap<&str, LogConfig> = HashMap::new();
+        for (tp, log) in self.ctx.partitions.borrow().iter() {
+            let Some(topic) = image.topic(&tp.topic) else {
+                continue;
+            };
+            let config = effective.entry(topic.name.as_str()).or_insert_with(|| {
+                crate::metadata::topic_config::effective_log_config(
+                    &topic.configs,
+                    &self.log_config,
+                )
+            });
+            log.set_config(config.clone());
         }
     }
 }
