@@ -4,6 +4,7 @@
 
 pub mod controller;
 pub mod groups;
+pub mod mesh;
 pub mod metrics;
 pub mod peers;
 
@@ -13,13 +14,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::FutureExt;
 use futures::channel::oneshot;
 use futures::future::{Either, select};
-use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
 use glommio::sync::Gate;
 use glommio::{LocalExecutorBuilder, Placement, spawn_local};
@@ -106,15 +105,14 @@ pub fn start(
     state: MetadataState,
     stops: Vec<oneshot::Receiver<()>>,
 ) -> Result<Vec<glommio::ExecutorJoinHandle<Result<(), String>>>, String> {
-    let mesh = MeshBuilder::<ShardMsg, _>::full(shards, MESH_CHANNEL_CAPACITY);
-    let ready = Arc::new(AtomicUsize::new(0));
+    let ready = mesh::StartBarrier::new(shards);
     let image = Arc::new(MetadataImage::new(state, shards));
     stops
         .into_iter()
+        .zip(mesh::build::<ShardMsg>(shards, MESH_CHANNEL_CAPACITY))
         .enumerate()
-        .map(|(i, stop)| {
-            let (config, mesh, ready, image) =
-                (config.clone(), mesh.clone(), ready.clone(), image.clone());
+        .map(|(i, (stop, mesh))| {
+            let (config, ready, image) = (config.clone(), ready.clone(), image.clone());
             LocalExecutorBuilder::new(Placement::Fixed(i))
                 .name(&format!("shard{i}"))
                 .io_memory(1 << 20)
@@ -133,21 +131,17 @@ pub fn start(
 async fn shard_main(
     me: ShardId,
     config: Config,
-    mesh: MeshBuilder<ShardMsg, glommio::channels::channel_mesh::Full>,
+    mesh: (
+        mesh::MeshSenders<ShardMsg>,
+        Vec<(ShardId, futures::channel::mpsc::Receiver<ShardMsg>)>,
+    ),
     image: Arc<MetadataImage>,
-    ready: Arc<AtomicUsize>,
+    ready: Arc<mesh::StartBarrier>,
     stop: Stop,
 ) -> Result<(), String> {
     let shard_count = image.shard_count;
-    let (senders, mut receivers) = mesh
-        .join()
-        .await
-        .map_err(|_| "could not join the shard mesh".to_string())?;
-    assert_eq!(
-        senders.peer_id(),
-        me.index(),
-        "shards are spawned in index order"
-    );
+    let (senders, receivers) = mesh;
+    assert_eq!(senders.me(), me, "each shard gets its own ends of the mesh");
     let config = Rc::new(config);
     let peers = Rc::new(ShardPeers {
         me,
@@ -190,10 +184,10 @@ async fn shard_main(
         "the back-link is set once"
     );
 
-    for (_from, stream) in receivers.streams() {
+    for (_from, mut stream) in receivers {
         let shard = shard.clone();
         spawn_local(async move {
-            while let Some(msg) = stream.recv().await {
+            while let Some(msg) = mesh::next(&mut stream).await {
                 spawn_local(peers::handle(shard.clone(), msg)).detach();
             }
         })
@@ -208,10 +202,7 @@ async fn shard_main(
     groups::start(&shard).await;
     // Serve only once every shard has its partitions open, so Metadata never points a client at
     // a shard that would refuse it.
-    ready.fetch_add(1, Ordering::SeqCst);
-    while ready.load(Ordering::SeqCst) < shard_count {
-        glommio::timer::sleep(Duration::from_millis(1)).await;
-    }
+    ready.arrive_and_wait().await;
 
     let bootstrap = config.listen;
     let own = SocketAddr::new(bootstrap.ip(), config.shard_port(me.index()));

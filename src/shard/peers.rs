@@ -9,7 +9,6 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::channel::oneshot;
 use futures::future::{LocalBoxFuture, join_all};
-use glommio::channels::channel_mesh::Senders;
 
 use super::Shard;
 use crate::group::{GroupDescription, GroupListing};
@@ -67,7 +66,7 @@ pub enum ShardMsg {
 
 pub struct ShardPeers {
     pub me: ShardId,
-    pub senders: Senders<ShardMsg>,
+    pub senders: super::mesh::MeshSenders<ShardMsg>,
     /// Set once the shard is built (the shard holds the peers, so this is a weak back-link).
     pub shard: OnceCell<Weak<Shard>>,
 }
@@ -87,14 +86,14 @@ impl ShardPeers {
     ) -> Option<T> {
         assert_ne!(to, self.me, "local work is a call, not a message");
         let (tx, rx) = oneshot::channel();
-        self.senders.send_to(to.index(), make(tx)).await.ok()?;
+        self.senders.send_to(to, make(tx)).await.ok()?;
         rx.await.ok()
     }
 
     /// Makes every shard apply `image`, this one included; returns when all have.
     pub async fn broadcast_image(self: &Rc<Self>, image: Arc<MetadataImage>) {
         let shard = self.shard();
-        let others = (0..self.senders.nr_consumers())
+        let others = (0..self.senders.shard_count())
             .map(|i| ShardId(i as u16))
             .filter(|&s| s != self.me)
             .map(|s| {
@@ -389,7 +388,7 @@ impl ShardPeers {
     pub async fn collect_metrics(self: &Rc<Self>) -> Vec<ShardMetrics> {
         let shard = self.shard();
         let mut all = Vec::new();
-        for i in 0..self.senders.nr_consumers() {
+        for i in 0..self.senders.shard_count() {
             let s = ShardId(i as u16);
             if s == self.me {
                 all.push(probe::snapshot(&shard.ctx));
