@@ -1,7 +1,7 @@
 """The README's kafka-python example exactly as written (group_id='order_group'), except that
 the bootstrap address is an argument and the loop stops after the first message.
 
-It needs consumer groups, so .ci/run runs it only when SABLE_CI_GROUPS=1.
+.ci/run runs it with every kafka-python version it installs.
 
 Usage: python3 readme_example_groups.py [BOOTSTRAP]   (default localhost:9092)
 """
