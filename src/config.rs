@@ -119,6 +119,10 @@ pub struct Config {
     /// (Kafka: queued.max.request.bytes). At least --request-size-max-bytes.
     #[arg(long, env = "SABLE_QUEUED_MAX_REQUEST_BYTES", default_value_t = limits::QUEUED_REQUEST_BYTES_MAX_DEFAULT)]
     pub queued_max_request_bytes: u64,
+    /// Serve Prometheus metrics (GET /metrics, text format) on this address, from shard 0.
+    /// Off by default.
+    #[arg(long, env = "SABLE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Config {

@@ -70,7 +70,7 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
                     .with_error_code(error_code::NONE)
                     .with_num_partitions(spec.num_partitions)
                     .with_replication_factor(spec.replication_factor)
-                    .with_configs(Some(vec![])),
+                    .with_configs(Some(created_configs(ctx, &spec.configs))),
                 Err((c, msg)) => out
                     .with_error_code(c)
                     .with_error_message(Some(StrBytes::from_string(msg)))
@@ -89,7 +89,7 @@ fn spec_of(ctx: &Context, t: &CreatableTopic) -> Result<TopicSpec, TopicError> {
     } else {
         t.replication_factor
     };
-    let configs = t
+    let configs: Vec<(String, String)> = t
         .configs
         .iter()
         .map(|c| {
@@ -99,6 +99,7 @@ fn spec_of(ctx: &Context, t: &CreatableTopic) -> Result<TopicSpec, TopicError> {
             )
         })
         .collect();
+    crate::metadata::topic_config::validate_all(&configs)?;
     if t.assignments.is_empty() {
         let num_partitions = if t.num_partitions == -1 {
             ctx.config.default_partitions
@@ -169,4 +170,23 @@ pub async fn auto_create(ctx: &Rc<Context>, names: Vec<String>) {
             tracing::warn!(error = %e, "auto-create failed");
         }
     }
+}
+
+/// The configs a created topic ended up with (CreateTopics v5+ answers them, KIP-525).
+fn created_configs(
+    ctx: &Context,
+    configs: &[(String, String)],
+) -> Vec<kafka_protocol::messages::create_topics_response::CreatableTopicConfigs> {
+    let defaults = super::describe_configs::broker_defaults(&ctx.config);
+    crate::metadata::topic_config::describe_topic(configs, &defaults)
+        .into_iter()
+        .map(|e| {
+            kafka_protocol::messages::create_topics_response::CreatableTopicConfigs::default()
+                .with_name(StrBytes::from_string(e.name))
+                .with_value(e.value.map(StrBytes::from_string))
+                .with_read_only(e.read_only)
+                .with_config_source(e.source)
+                .with_is_sensitive(e.sensitive)
+        })
+        .collect()
 }

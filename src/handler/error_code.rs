@@ -38,6 +38,7 @@ pub fn topic_error(e: &TopicError) -> i16 {
         TopicError::InvalidConfig(_) => ResponseError::InvalidConfig,
         TopicError::Storage(_) => ResponseError::KafkaStorageError,
         TopicError::ControllerUnavailable => ResponseError::NotController,
+        TopicError::PartitionsNotIncreased { .. } => ResponseError::InvalidPartitions,
     })
 }
 
@@ -81,6 +82,17 @@ pub fn offsets_log_error(e: &LogError) -> i16 {
         LogError::OutOfOrderSequence { .. }
         | LogError::InvalidProducerEpoch { .. }
         | LogError::DuplicateSequence { .. } => ResponseError::UnknownServerError,
+    })
+}
+
+/// A config resource refused as a whole (DescribeConfigs, AlterConfigs).
+pub fn config_resource_error(e: &super::describe_configs::ResourceError) -> i16 {
+    use super::describe_configs::ResourceError;
+    code(match e {
+        ResourceError::UnsupportedType(_) => ResponseError::InvalidRequest,
+        ResourceError::UnknownBroker(_) => ResponseError::InvalidRequest,
+        ResourceError::BrokerReadOnly => ResponseError::InvalidRequest,
+        ResourceError::Duplicate(_) => ResponseError::InvalidRequest,
     })
 }
 

@@ -4,17 +4,24 @@
 //! Handlers never name glommio: other shards are reached through `Peers`, which `shard/`
 //! implements over the mesh (and tests can fake).
 
+pub mod alter_configs;
 pub mod api_versions;
+pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
+pub mod describe_cluster;
+pub mod describe_configs;
 pub mod describe_groups;
+pub mod describe_log_dirs;
+pub mod describe_topic_partitions;
 pub mod error_code;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod group_coordinator;
 pub mod heartbeat;
+pub mod incremental_alter_configs;
 pub mod init_producer_id;
 pub mod join_group;
 pub mod leave_group;
@@ -24,7 +31,10 @@ pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
+pub mod offset_for_leader_epoch;
+pub mod probe;
 pub mod produce;
+pub mod produce_settings;
 pub mod sync_group;
 
 use std::cell::RefCell;
@@ -91,6 +101,34 @@ pub trait Peers {
         shard: ShardId,
         group_ids: Vec<String>,
     ) -> LocalBoxFuture<'static, Vec<GroupDescription>>;
+    /// Asks the controller to change topic configs; answers once every shard applied them.
+    fn alter_configs(
+        &self,
+        alterations: Vec<crate::metadata::topic_config::TopicAlteration>,
+        validate_only: bool,
+    ) -> LocalBoxFuture<'static, Vec<Result<(), TopicError>>> {
+        let _ = validate_only;
+        let n = alterations.len();
+        Box::pin(async move {
+            (0..n)
+                .map(|_| Err(TopicError::ControllerUnavailable))
+                .collect()
+        })
+    }
+    /// Asks the controller to add partitions; answers once the new ones accept writes.
+    fn create_partitions(
+        &self,
+        growths: Vec<crate::metadata::partitions::PartitionGrowth>,
+        validate_only: bool,
+    ) -> LocalBoxFuture<'static, Vec<Result<(), TopicError>>> {
+        let _ = validate_only;
+        let n = growths.len();
+        Box::pin(async move {
+            (0..n)
+                .map(|_| Err(TopicError::ControllerUnavailable))
+                .collect()
+        })
+    }
 }
 
 /// One shard's state as handlers see it. `!Send`: it never leaves its shard.
@@ -141,6 +179,23 @@ pub const SUPPORTED: &[(ApiKey, RangeInclusive<i16>)] = &[
     (ApiKey::DeleteGroups, delete_groups::VERSIONS),
     (ApiKey::OffsetDelete, offset_delete::VERSIONS),
     (ApiKey::DeleteRecords, delete_records::VERSIONS),
+    (ApiKey::DescribeConfigs, describe_configs::VERSIONS),
+    (ApiKey::AlterConfigs, alter_configs::VERSIONS),
+    (
+        ApiKey::IncrementalAlterConfigs,
+        incremental_alter_configs::VERSIONS,
+    ),
+    (ApiKey::CreatePartitions, create_partitions::VERSIONS),
+    (ApiKey::DescribeCluster, describe_cluster::VERSIONS),
+    (ApiKey::DescribeLogDirs, describe_log_dirs::VERSIONS),
+    (
+        ApiKey::OffsetForLeaderEpoch,
+        offset_for_leader_epoch::VERSIONS,
+    ),
+    (
+        ApiKey::DescribeTopicPartitions,
+        describe_topic_partitions::VERSIONS,
+    ),
 ];
 
 /// The versions actually served (decoded and answered) for a key.
@@ -160,6 +215,7 @@ pub async fn dispatch(
     prefix: HeaderPrefix,
     mut body: Bytes,
 ) -> Result<Option<Frame>, HandlerError> {
+    let _timer = probe::request_started(prefix.api_key, prefix.api_version, body.len());
     let key = ApiKey::try_from(prefix.api_key)
         .map_err(|_| HandlerError::UnknownApiKey(prefix.api_key))?;
     let version = prefix.api_version;
@@ -199,9 +255,22 @@ pub async fn dispatch(
         ApiKey::DescribeGroups => describe_groups::serve(ctx, r, body).await.map(Some),
         ApiKey::DeleteGroups => delete_groups::serve(ctx, r, body).await.map(Some),
         ApiKey::OffsetDelete => offset_delete::serve(ctx, r, body).await.map(Some),
+        ApiKey::DescribeConfigs => describe_configs::serve(ctx, r, body).await.map(Some),
+        ApiKey::AlterConfigs => alter_configs::serve(ctx, r, body).await.map(Some),
+        ApiKey::IncrementalAlterConfigs => incremental_alter_configs::serve(ctx, r, body)
+            .await
+            .map(Some),
+        ApiKey::CreatePartitions => create_partitions::serve(ctx, r, body).await.map(Some),
+        ApiKey::DescribeCluster => describe_cluster::serve(ctx, r, body).await.map(Some),
+        ApiKey::DescribeLogDirs => describe_log_dirs::serve(ctx, r, body).await.map(Some),
+        ApiKey::OffsetForLeaderEpoch => {
+            offset_for_leader_epoch::serve(ctx, r, body).await.map(Some)
+        }
+        ApiKey::DescribeTopicPartitions => describe_topic_partitions::serve(ctx, r, body)
+            .await
+            .map(Some),
         ApiKey::DeleteRecords => delete_records::serve(ctx, r, body).await.map(Some),
         ApiKey::SaslHandshake
-        | ApiKey::OffsetForLeaderEpoch
         | ApiKey::AddPartitionsToTxn
         | ApiKey::AddOffsetsToTxn
         | ApiKey::EndTxn
@@ -210,18 +279,13 @@ pub async fn dispatch(
         | ApiKey::DescribeAcls
         | ApiKey::CreateAcls
         | ApiKey::DeleteAcls
-        | ApiKey::DescribeConfigs
-        | ApiKey::AlterConfigs
         | ApiKey::AlterReplicaLogDirs
-        | ApiKey::DescribeLogDirs
         | ApiKey::SaslAuthenticate
-        | ApiKey::CreatePartitions
         | ApiKey::CreateDelegationToken
         | ApiKey::RenewDelegationToken
         | ApiKey::ExpireDelegationToken
         | ApiKey::DescribeDelegationToken
         | ApiKey::ElectLeaders
-        | ApiKey::IncrementalAlterConfigs
         | ApiKey::AlterPartitionReassignments
         | ApiKey::ListPartitionReassignments
         | ApiKey::DescribeClientQuotas
@@ -236,7 +300,6 @@ pub async fn dispatch(
         | ApiKey::UpdateFeatures
         | ApiKey::Envelope
         | ApiKey::FetchSnapshot
-        | ApiKey::DescribeCluster
         | ApiKey::DescribeProducers
         | ApiKey::BrokerRegistration
         | ApiKey::BrokerHeartbeat
@@ -251,7 +314,6 @@ pub async fn dispatch(
         | ApiKey::PushTelemetry
         | ApiKey::AssignReplicasToDirs
         | ApiKey::ListConfigResources
-        | ApiKey::DescribeTopicPartitions
         | ApiKey::ShareGroupHeartbeat
         | ApiKey::ShareGroupDescribe
         | ApiKey::ShareFetch
@@ -343,5 +405,7 @@ pub fn local_partition(
 
 #[cfg(test)]
 mod group_tests;
+#[cfg(test)]
+mod ops_tests;
 #[cfg(test)]
 mod tests;

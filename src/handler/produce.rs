@@ -14,6 +14,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::create_topics::auto_create;
 use super::error_code::{self, batch_error, code, log_error};
+use super::produce_settings::ProduceSettings;
 use super::{Context, Frame, HandlerError, Request, TopicRef, local_partition};
 use crate::metadata::controller::validate_topic_name;
 use crate::protocol::batch::validate_record_set;
@@ -68,10 +69,18 @@ pub async fn serve(
                 }
             };
             let records = p.records.clone().unwrap_or_default();
-            if let Err(e) = validate_record_set(&records, ctx.config.message_max_bytes) {
-                results[slot].error_code = batch_error(&e);
-                results[slot].error_message = Some(StrBytes::from_string(e.to_string()));
-                continue;
+            let settings = ProduceSettings::of(&image, topic, ctx.config.message_max_bytes);
+            match validate_record_set(&records, settings.max_message_bytes) {
+                Ok(info) => super::probe::records_in(info.record_count),
+                Err(e) => {
+                    results[slot].error_code = batch_error(&e);
+                    results[slot].error_message = Some(StrBytes::from_string(e.to_string()));
+                    continue;
+                }
+            }
+            let (records, log_append_time_ms) = settings.prepare(records);
+            if let Some(t) = log_append_time_ms {
+                results[slot].log_append_time_ms = t;
             }
             appends.push(async move { (slot, log.append(records, acks).await) });
         }

@@ -170,16 +170,14 @@ impl PartitionLog {
     /// it is durable and its indexes are final; the new file's name is made durable too.
     async fn roll(&self, base_offset: i64) -> Result<(), LogError> {
         let old_file = Rc::clone(&self.state.borrow().active().file);
-        let covered_seq = self.sync.written_seq.get();
-        if let Err(e) = old_file.fdatasync().await {
-            self.fail_on_sync_error(&e);
-            return Err(e.into());
+        if self.sync.synced_seq.get() < self.sync.written_seq.get() {
+            self.sync.unsynced_rolled.borrow_mut().push(old_file);
         }
-        self.sync.syncs.set(self.sync.syncs.get() + 1);
-        self.mark_synced(covered_seq);
         let old = self.state.borrow().segments.len() - 1;
         self.persist_indexes(old).await?;
-        // Everything below `base_offset` is durable now, so the snapshot may describe it.
+        // The snapshot may describe batches not synced yet (the old segment's sync is deferred);
+        // open ignores a snapshot past the recovered log end and rescans, so a power loss that
+        // takes them cannot leave it describing batches that are gone.
         self.write_producer_snapshot().await?;
         let file = Rc::new(SegmentFile::open(&self.segment_log_path(base_offset)).await?);
         file::sync_dir(&self.dir).await?;
@@ -234,16 +232,22 @@ impl PartitionLog {
             }
             let round = SyncRound::start(self);
             let target = self.sync.written_seq.get();
-            let file = Rc::clone(&self.state.borrow().active().file);
-            let result = file.fdatasync().await;
-            self.sync.syncs.set(self.sync.syncs.get() + 1);
-            match result {
-                Ok(()) => self.mark_synced(target),
-                Err(e) => {
+            // Every write up to `target` is in the active file or in a segment rolled before now.
+            let mut files = self.sync.unsynced_rolled.borrow().clone();
+            files.push(Rc::clone(&self.state.borrow().active().file));
+            for file in &files {
+                let result = file.fdatasync().await;
+                self.sync.syncs.set(self.sync.syncs.get() + 1);
+                if let Err(e) = result {
                     self.fail_on_sync_error(&e);
                     return Err(e.into());
                 }
             }
+            self.sync
+                .unsynced_rolled
+                .borrow_mut()
+                .retain(|f| !files.iter().any(|s| Rc::ptr_eq(s, f)));
+            self.mark_synced(target);
             drop(round);
         }
     }

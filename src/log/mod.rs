@@ -179,6 +179,9 @@ struct SyncState {
     failed: Cell<bool>,
     /// fdatasync calls issued, for tests and metrics.
     syncs: Cell<u64>,
+    /// Rolled segments whose data the next sync must cover before it counts. A roll does not
+    /// sync inline: with a whole segment of dirty pages that stalled appends for seconds.
+    unsynced_rolled: RefCell<Vec<Rc<SegmentFile>>>,
 }
 
 pub struct PartitionLog {
@@ -401,9 +404,9 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Persists the producer table as of the high watermark. Called with the write lock held,
-    /// after a sync covering everything below the high watermark (roll, close): the snapshot
-    /// never describes batches a crash could take away.
+    /// Persists the producer table as of the high watermark, with the write lock held (roll,
+    /// close). At a roll the batches may not be synced yet; open ignores a snapshot that goes past
+    /// the recovered log end, so a power loss cannot leave it describing batches that are gone.
     async fn write_producer_snapshot(&self) -> Result<(), LogError> {
         let bytes = {
             let next_offset = self.state.borrow().high_watermark;
@@ -415,6 +418,23 @@ impl PartitionLog {
 
     fn segment_log_path(&self, base_offset: i64) -> PathBuf {
         self.dir.join(segment::file_name(base_offset, LOG_SUFFIX))
+    }
+}
+
+/// Sizes for DescribeLogDirs and metrics.
+impl PartitionLog {
+    /// Bytes of record data in all segments (indexes not counted).
+    pub fn size_bytes(&self) -> u64 {
+        self.state
+            .borrow()
+            .segments
+            .iter()
+            .map(|s| s.size_bytes)
+            .sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.state.borrow().segments.len()
     }
 }
 

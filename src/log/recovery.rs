@@ -97,7 +97,10 @@ async fn load_indexes(
     match (index, time_index) {
         (Some(index), Some(time_index)) => Ok((index, time_index)),
         _ => {
-            tracing::info!(path = %index_path.display(), "rebuilding indexes");
+            // A new, empty segment has no index files yet: nothing worth an operator's attention.
+            if file_bytes > 0 {
+                tracing::info!(path = %index_path.display(), "rebuilding indexes");
+            }
             Ok((OffsetIndex::default(), TimeIndex::default()))
         }
     }

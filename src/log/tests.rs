@@ -828,3 +828,34 @@ fn delete_records_moves_and_persists_the_log_start() {
         assert_eq!(info.base_offset, Offset(40));
     });
 }
+
+#[test]
+fn a_roll_defers_the_old_segments_sync_to_the_next_acks_all_append() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    run_local(async {
+        let log = open(dir.path(), &small_config()).await;
+        // acks=1 appends never sync, not even when they roll segments.
+        for i in 0..20 {
+            log.append(batch(i, 100), Acks::Leader)
+                .await
+                .expect("append");
+        }
+        assert!(
+            log.state.borrow().segments.len() > 2,
+            "the small segments rolled"
+        );
+        assert_eq!(log.sync_count(), 0, "rolls do not sync inline");
+        let pending = log.sync.unsynced_rolled.borrow().len();
+        assert!(pending >= 2, "{pending} rolled segments wait for a sync");
+        // acks=all covers everything written before it: the rolled segments and the active one.
+        log.append(batch(20, 100), Acks::All).await.expect("append");
+        // (That append may roll once more, adding one more file to the same sync.)
+        let syncs = log.sync_count();
+        assert!(
+            syncs == pending as u64 + 1 || syncs == pending as u64 + 2,
+            "{syncs} syncs"
+        );
+        assert!(log.sync.unsynced_rolled.borrow().is_empty());
+        assert_eq!(log.sync.synced_seq.get(), log.sync.written_seq.get());
+    });
+}

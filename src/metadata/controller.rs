@@ -29,6 +29,10 @@ pub enum TopicError {
     Storage(String),
     #[error("the controller is not reachable")]
     ControllerUnavailable,
+    #[error(
+        "Topic currently has {current} partitions, which is not fewer than the requested {requested}."
+    )]
+    PartitionsNotIncreased { current: i32, requested: i32 },
 }
 
 /// What CreateTopics (or auto-create) asks for, after defaults are resolved.

@@ -2,6 +2,8 @@
 //! `MetadataImage` every shard reads, and the pure controller decisions (validation, placement).
 
 pub mod controller;
+pub mod partitions;
+pub mod topic_config;
 
 use std::collections::HashMap;
 

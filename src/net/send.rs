@@ -2,10 +2,10 @@
 //! capped per call), an io_uring read + write otherwise, so a cold range never blocks the shard.
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 
-use futures::AsyncWriteExt;
-use glommio::net::{Preallocated, TcpStream};
+use futures::{AsyncWrite, AsyncWriteExt};
+use glommio::net::TcpStream;
 
 use crate::limits::SENDFILE_CHUNK_MAX_BYTES;
 use crate::log::FileRegion;
@@ -26,8 +26,10 @@ pub fn set_nonblocking(stream: &TcpStream) {
     }
 }
 
-pub async fn send_region(
-    stream: &mut TcpStream<Preallocated>,
+/// Sends a region to the socket `sock`, whose writing half is `stream` (used to wait for room).
+pub async fn send_region<W: AsyncWrite + Unpin>(
+    stream: &mut W,
+    sock: RawFd,
     region: &FileRegion,
     len: u64,
     use_sendfile: bool,
@@ -38,7 +40,7 @@ pub async fn send_region(
     while position < end {
         let chunk = (end - position).min(COPY_CHUNK_MAX_BYTES);
         if use_sendfile && region.file.is_cached(position, chunk) {
-            position = sendfile_range(stream, region, position, position + chunk).await?;
+            position = sendfile_range(stream, sock, region, position, position + chunk).await?;
         } else {
             let data = region.file.read_at(position, chunk as usize).await?;
             if data.len() as u64 != chunk {
@@ -55,18 +57,18 @@ pub async fn send_region(
 }
 
 /// Sends [position, end) with sendfile; returns the new position (== end).
-async fn sendfile_range(
-    stream: &mut TcpStream<Preallocated>,
+async fn sendfile_range<W: AsyncWrite + Unpin>(
+    stream: &mut W,
+    sock: RawFd,
     region: &FileRegion,
     mut position: u64,
     end: u64,
 ) -> io::Result<u64> {
-    let sock = stream.as_raw_fd();
     let file = region.file.raw_fd();
     while position < end {
         let n = (end - position).min(u64::from(SENDFILE_CHUNK_MAX_BYTES)) as usize;
         let mut off = position as libc::off_t;
-        // SAFETY: `file` is kept open by `region.file` (an Rc we hold) and `sock` by `stream`,
+        // SAFETY: `file` is kept open by `region.file` (an Rc we hold) and `sock` by the connection,
         // both for the duration of the call; `off` is a valid pointer the kernel only updates.
         let sent = unsafe { libc::sendfile(sock, file, &mut off, n) };
         if sent > 0 {

@@ -305,6 +305,57 @@ impl Iterator for BatchHeaders<'_> {
     }
 }
 
+/// Where maxTimestamp sits: after attributes (21), lastOffsetDelta (23) and baseTimestamp (27).
+const MAX_TIMESTAMP_POS: usize = 35;
+const ATTRIBUTES_POS: usize = CRC_START_POS;
+
+/// Stamps every batch of a validated record set with the broker's clock
+/// (message.timestamp.type=LogAppendTime, as Kafka does): maxTimestamp = `now_ms`, the
+/// timestamp-type attribute bit set, and the CRC-32C recomputed, since both lie inside it.
+/// Only a batch that changes is re-checksummed.
+pub fn set_log_append_time(records: &mut [u8], now_ms: i64) {
+    let mut position = 0;
+    while position < records.len() {
+        let header =
+            BatchHeader::parse(&records[position..]).expect("the record set was validated");
+        let batch = &mut records[position..position + header.total_bytes()];
+        let attributes = header.attributes | ATTRIBUTES_LOG_APPEND_TIME;
+        if attributes != header.attributes || header.max_timestamp != now_ms {
+            batch[ATTRIBUTES_POS..ATTRIBUTES_POS + 2].copy_from_slice(&attributes.to_be_bytes());
+            batch[MAX_TIMESTAMP_POS..MAX_TIMESTAMP_POS + 8].copy_from_slice(&now_ms.to_be_bytes());
+            let crc = crc32c::crc32c(&batch[CRC_START_POS..]);
+            batch[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
+        }
+        position += header.total_bytes();
+    }
+}
+
+#[cfg(test)]
+mod log_append_time_tests {
+    use kafka_protocol::records::Compression;
+
+    use super::*;
+    use crate::protocol::records::fixtures;
+
+    #[test]
+    fn stamps_every_batch_and_keeps_the_crc_valid() {
+        let mut set = fixtures::batch(&[10, 30], Compression::None, 0).to_vec();
+        set.extend_from_slice(&fixtures::batch(&[5], Compression::None, 2));
+        set_log_append_time(&mut set, 1_700_000_000_000);
+        let info = validate_record_set(&Bytes::from(set.clone()), 1 << 20).expect("still valid");
+        assert_eq!(info.batch_count, 2);
+        for b in BatchHeaders::new(&set) {
+            let h = b.expect("parses").header;
+            assert_eq!(h.max_timestamp, 1_700_000_000_000);
+            assert_ne!(h.attributes & ATTRIBUTES_LOG_APPEND_TIME, 0);
+            assert_ne!(
+                h.base_timestamp, 0,
+                "record timestamps are left as produced"
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use kafka_protocol::records::Compression;

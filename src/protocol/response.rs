@@ -104,6 +104,16 @@ pub fn put_uvarint(buf: &mut BytesMut, mut v: u64) {
     buf.put_u8(v as u8);
 }
 
+impl<R> Part<R> {
+    /// Bytes this part puts on the wire.
+    pub fn len_bytes(&self) -> u64 {
+        match self {
+            Part::Mem(b) => b.len() as u64,
+            Part::Region(_, len) => *len,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,8 @@ use glommio::sync::Semaphore;
 
 use super::peers::ShardPeers;
 use crate::metadata::controller::{TopicError, TopicSpec, plan_create};
+use crate::metadata::partitions::{PartitionGrowth, plan_growth};
+use crate::metadata::topic_config::{self, TopicAlteration};
 use crate::metadata::{MetadataImage, MetadataState};
 
 pub const METADATA_FILE: &str = "metadata.rkyv";
@@ -147,4 +149,97 @@ pub async fn persist(meta_dir: PathBuf, bytes: Vec<u8>) -> std::io::Result<()> {
             std::fs::File::open(&meta_dir)?.sync_all()
         })
         .await
+}
+
+impl Controller {
+    /// Changes topic configs (AlterConfigs / IncrementalAlterConfigs): each alteration is applied
+    /// to the current configs and validated; the valid ones are persisted together and broadcast,
+    /// and every shard then applies the new effective `LogConfig` to its open partitions.
+    pub async fn alter_configs(
+        &self,
+        peers: &Rc<ShardPeers>,
+        alterations: Vec<TopicAlteration>,
+        validate_only: bool,
+    ) -> Vec<Result<(), TopicError>> {
+        let _turn = self
+            .changing
+            .acquire_permit(1)
+            .await
+            .expect("semaphore never closes");
+        let mut next = self.state.borrow().clone();
+        let mut results = Vec::with_capacity(alterations.len());
+        let mut changed = false;
+        for a in &alterations {
+            let Some(topic) = next.topics.iter_mut().find(|t| t.name == a.topic) else {
+                results.push(Err(TopicError::Unknown(a.topic.clone())));
+                continue;
+            };
+            match topic_config::apply(&topic.configs, &a.alteration) {
+                Ok(configs) => {
+                    if !validate_only && configs != topic.configs {
+                        topic.configs = configs;
+                        changed = true;
+                    }
+                    results.push(Ok(()));
+                }
+                Err(e) => results.push(Err(e.into())),
+            }
+        }
+        if changed && let Err(e) = self.commit(peers, next).await {
+            return results
+                .into_iter()
+                .map(|_| Err(TopicError::Storage(format!("metadata not persisted: {e}"))))
+                .collect();
+        }
+        results
+    }
+
+    /// Grows topics (CreatePartitions); answers once the new partitions accept writes.
+    pub async fn create_partitions(
+        &self,
+        peers: &Rc<ShardPeers>,
+        growths: Vec<PartitionGrowth>,
+        validate_only: bool,
+    ) -> Vec<Result<(), TopicError>> {
+        let _turn = self
+            .changing
+            .acquire_permit(1)
+            .await
+            .expect("semaphore never closes");
+        let mut next = self.state.borrow().clone();
+        let mut results = Vec::with_capacity(growths.len());
+        for g in &growths {
+            if growths.iter().filter(|o| o.topic == g.topic).count() > 1 {
+                results.push(Err(TopicError::InvalidReplicaAssignment(format!(
+                    "Topic '{}' appears more than once in the request.",
+                    g.topic
+                ))));
+                continue;
+            }
+            match plan_growth(&next, g, self.shard_count) {
+                Ok(added) => {
+                    if !validate_only {
+                        let t = next
+                            .topics
+                            .iter_mut()
+                            .find(|t| t.name == g.topic)
+                            .expect("plan_growth found it");
+                        t.partitions.extend(added);
+                    }
+                    results.push(Ok(()));
+                }
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        if !validate_only
+            && results.iter().any(Result::is_ok)
+            && let Err(e) = self.commit(peers, next).await
+        {
+            return results
+                .into_iter()
+                .map(|_| Err(TopicError::Storage(format!("metadata not persisted: {e}"))))
+                .collect();
+        }
+        results
+    }
 }

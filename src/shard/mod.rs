@@ -4,6 +4,8 @@
 
 pub mod controller;
 pub mod groups;
+pub mod mesh;
+pub mod metrics;
 pub mod peers;
 
 use std::cell::{OnceCell, RefCell};
@@ -12,13 +14,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::FutureExt;
 use futures::channel::oneshot;
 use futures::future::{Either, select};
-use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
 use glommio::sync::Gate;
 use glommio::{LocalExecutorBuilder, Placement, spawn_local};
@@ -93,6 +93,7 @@ impl Shard {
             }
         }
         groups::forget_deleted_topics(&self.ctx, &image);
+        self.apply_topic_configs(&image);
         *self.ctx.metadata.borrow_mut() = image;
     }
 }
@@ -104,15 +105,14 @@ pub fn start(
     state: MetadataState,
     stops: Vec<oneshot::Receiver<()>>,
 ) -> Result<Vec<glommio::ExecutorJoinHandle<Result<(), String>>>, String> {
-    let mesh = MeshBuilder::<ShardMsg, _>::full(shards, MESH_CHANNEL_CAPACITY);
-    let ready = Arc::new(AtomicUsize::new(0));
+    let ready = mesh::StartBarrier::new(shards);
     let image = Arc::new(MetadataImage::new(state, shards));
     stops
         .into_iter()
+        .zip(mesh::build::<ShardMsg>(shards, MESH_CHANNEL_CAPACITY))
         .enumerate()
-        .map(|(i, stop)| {
-            let (config, mesh, ready, image) =
-                (config.clone(), mesh.clone(), ready.clone(), image.clone());
+        .map(|(i, (stop, mesh))| {
+            let (config, ready, image) = (config.clone(), ready.clone(), image.clone());
             LocalExecutorBuilder::new(Placement::Fixed(i))
                 .name(&format!("shard{i}"))
                 .io_memory(1 << 20)
@@ -131,21 +131,17 @@ pub fn start(
 async fn shard_main(
     me: ShardId,
     config: Config,
-    mesh: MeshBuilder<ShardMsg, glommio::channels::channel_mesh::Full>,
+    mesh: (
+        mesh::MeshSenders<ShardMsg>,
+        Vec<(ShardId, futures::channel::mpsc::Receiver<ShardMsg>)>,
+    ),
     image: Arc<MetadataImage>,
-    ready: Arc<AtomicUsize>,
+    ready: Arc<mesh::StartBarrier>,
     stop: Stop,
 ) -> Result<(), String> {
     let shard_count = image.shard_count;
-    let (senders, mut receivers) = mesh
-        .join()
-        .await
-        .map_err(|_| "could not join the shard mesh".to_string())?;
-    assert_eq!(
-        senders.peer_id(),
-        me.index(),
-        "shards are spawned in index order"
-    );
+    let (senders, receivers) = mesh;
+    assert_eq!(senders.me(), me, "each shard gets its own ends of the mesh");
     let config = Rc::new(config);
     let peers = Rc::new(ShardPeers {
         me,
@@ -188,10 +184,10 @@ async fn shard_main(
         "the back-link is set once"
     );
 
-    for (_from, stream) in receivers.streams() {
+    for (_from, mut stream) in receivers {
         let shard = shard.clone();
         spawn_local(async move {
-            while let Some(msg) = stream.recv().await {
+            while let Some(msg) = mesh::next(&mut stream).await {
                 spawn_local(peers::handle(shard.clone(), msg)).detach();
             }
         })
@@ -206,10 +202,7 @@ async fn shard_main(
     groups::start(&shard).await;
     // Serve only once every shard has its partitions open, so Metadata never points a client at
     // a shard that would refuse it.
-    ready.fetch_add(1, Ordering::SeqCst);
-    while ready.load(Ordering::SeqCst) < shard_count {
-        glommio::timer::sleep(Duration::from_millis(1)).await;
-    }
+    ready.arrive_and_wait().await;
 
     let bootstrap = config.listen;
     let own = SocketAddr::new(bootstrap.ip(), config.shard_port(me.index()));
@@ -233,6 +226,19 @@ async fn shard_main(
         ));
     }
     info!(bootstrap = %bootstrap, port = own.port(), "serving");
+    if me == ShardId::CONTROLLER
+        && let Some(addr) = config.metrics_listen
+    {
+        let listener = TcpListener::bind(addr)
+            .map_err(|e| format!("cannot listen for metrics on {addr}: {e}"))?;
+        info!(metrics = %addr, "serving metrics");
+        match gate.spawn(metrics::serve(listener, peers.clone(), stop.clone())) {
+            Ok(task) => {
+                task.detach();
+            }
+            Err(e) => warn!(error = %e, "could not spawn the metrics task"),
+        }
+    }
     futures::future::join_all(accepts).await;
 
     // Stop: listeners are dropped; let connections finish their request in flight.
@@ -295,6 +301,26 @@ async fn accept_loop(
     }
 }
 
+impl Shard {
+    /// Gives every open partition the effective settings of its topic (topic configs over the
+    /// broker defaults), so an AlterConfigs takes effect without a restart. Cheap: a few string
+    /// parses per topic on each metadata change.
+    fn apply_topic_configs(&self, image: &MetadataImage) {
+        let mut effective: HashMap<&str, LogConfig> = HashMap::new();
+        for (tp, log) in self.ctx.partitions.borrow().iter() {
+            let Some(topic) = image.topic(&tp.topic) else {
+                continue;
+            };
+            let config = effective.entry(topic.name.as_str()).or_insert_with(|| {
+                crate::metadata::topic_config::effective_log_config(
+                    &topic.configs,
+                    &self.log_config,
+                )
+            });
+            log.set_config(config.clone());
+        }
+    }
+}
 /// The shard's periodic log work: background flush of acks=0/1 data every
 /// `--flush-interval-ms` (0: never) and retention every `--log-retention-check-interval-ms`.
 /// Both end when the shard stops; a partition closed meanwhile just does nothing.

@@ -9,13 +9,15 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::channel::oneshot;
 use futures::future::{LocalBoxFuture, join_all};
-use glommio::channels::channel_mesh::Senders;
 
 use super::Shard;
 use crate::group::{GroupDescription, GroupListing};
 use crate::handler::Peers;
+use crate::handler::probe::{self, ShardMetrics};
 use crate::metadata::MetadataImage;
 use crate::metadata::controller::{TopicError, TopicSpec};
+use crate::metadata::partitions::PartitionGrowth;
+use crate::metadata::topic_config::TopicAlteration;
 use crate::types::ShardId;
 
 pub type TopicResults = Vec<Result<[u8; 16], TopicError>>;
@@ -47,11 +49,24 @@ pub enum ShardMsg {
         count: i64,
         reply: oneshot::Sender<Result<i64, TopicError>>,
     },
+    AlterConfigs {
+        alterations: Vec<TopicAlteration>,
+        validate_only: bool,
+        reply: oneshot::Sender<Vec<Result<(), TopicError>>>,
+    },
+    CreatePartitions {
+        growths: Vec<PartitionGrowth>,
+        validate_only: bool,
+        reply: oneshot::Sender<Vec<Result<(), TopicError>>>,
+    },
+    Metrics {
+        reply: oneshot::Sender<ShardMetrics>,
+    },
 }
 
 pub struct ShardPeers {
     pub me: ShardId,
-    pub senders: Senders<ShardMsg>,
+    pub senders: super::mesh::MeshSenders<ShardMsg>,
     /// Set once the shard is built (the shard holds the peers, so this is a weak back-link).
     pub shard: OnceCell<Weak<Shard>>,
 }
@@ -71,14 +86,14 @@ impl ShardPeers {
     ) -> Option<T> {
         assert_ne!(to, self.me, "local work is a call, not a message");
         let (tx, rx) = oneshot::channel();
-        self.senders.send_to(to.index(), make(tx)).await.ok()?;
+        self.senders.send_to(to, make(tx)).await.ok()?;
         rx.await.ok()
     }
 
     /// Makes every shard apply `image`, this one included; returns when all have.
     pub async fn broadcast_image(self: &Rc<Self>, image: Arc<MetadataImage>) {
         let shard = self.shard();
-        let others = (0..self.senders.nr_consumers())
+        let others = (0..self.senders.shard_count())
             .map(|i| ShardId(i as u16))
             .filter(|&s| s != self.me)
             .map(|s| {
@@ -213,10 +228,83 @@ impl Peers for Rc<ShardPeers> {
         }
         .boxed_local()
     }
+
+    fn alter_configs(
+        &self,
+        alterations: Vec<TopicAlteration>,
+        validate_only: bool,
+    ) -> LocalBoxFuture<'static, Vec<Result<(), TopicError>>> {
+        let this = self.clone();
+        async move {
+            let n = alterations.len();
+            if n == 0 {
+                return vec![];
+            }
+            if this.me == ShardId::CONTROLLER {
+                let shard = this.shard();
+                let controller = shard
+                    .controller
+                    .as_ref()
+                    .expect("shard 0 is the controller");
+                return controller
+                    .alter_configs(&this, alterations, validate_only)
+                    .await;
+            }
+            this.ask(ShardId::CONTROLLER, |reply| ShardMsg::AlterConfigs {
+                alterations,
+                validate_only,
+                reply,
+            })
+            .await
+            .unwrap_or_else(|| {
+                (0..n)
+                    .map(|_| Err(TopicError::ControllerUnavailable))
+                    .collect()
+            })
+        }
+        .boxed_local()
+    }
+
+    fn create_partitions(
+        &self,
+        growths: Vec<PartitionGrowth>,
+        validate_only: bool,
+    ) -> LocalBoxFuture<'static, Vec<Result<(), TopicError>>> {
+        let this = self.clone();
+        async move {
+            let n = growths.len();
+            if n == 0 {
+                return vec![];
+            }
+            if this.me == ShardId::CONTROLLER {
+                let shard = this.shard();
+                let controller = shard
+                    .controller
+                    .as_ref()
+                    .expect("shard 0 is the controller");
+                return controller
+                    .create_partitions(&this, growths, validate_only)
+                    .await;
+            }
+            this.ask(ShardId::CONTROLLER, |reply| ShardMsg::CreatePartitions {
+                growths,
+                validate_only,
+                reply,
+            })
+            .await
+            .unwrap_or_else(|| {
+                (0..n)
+                    .map(|_| Err(TopicError::ControllerUnavailable))
+                    .collect()
+            })
+        }
+        .boxed_local()
+    }
 }
 
 /// Handles one message from another shard.
 pub async fn handle(shard: Rc<Shard>, msg: ShardMsg) {
+    probe::mesh_message_received();
     match msg {
         ShardMsg::CreateTopics {
             specs,
@@ -258,5 +346,56 @@ pub async fn handle(shard: Rc<Shard>, msg: ShardMsg) {
             let m = shard.ctx.groups.manager.borrow();
             let _ = reply.send(group_ids.iter().map(|id| m.describe(id)).collect());
         }
+        ShardMsg::AlterConfigs {
+            alterations,
+            validate_only,
+            reply,
+        } => {
+            let controller = shard
+                .controller
+                .as_ref()
+                .expect("only the controller receives AlterConfigs");
+            let _ = reply.send(
+                controller
+                    .alter_configs(&shard.peers, alterations, validate_only)
+                    .await,
+            );
+        }
+        ShardMsg::CreatePartitions {
+            growths,
+            validate_only,
+            reply,
+        } => {
+            let controller = shard
+                .controller
+                .as_ref()
+                .expect("only the controller receives CreatePartitions");
+            let _ = reply.send(
+                controller
+                    .create_partitions(&shard.peers, growths, validate_only)
+                    .await,
+            );
+        }
+        ShardMsg::Metrics { reply } => {
+            let _ = reply.send(probe::snapshot(&shard.ctx));
+        }
+    }
+}
+
+impl ShardPeers {
+    /// Every shard's metrics, this one's included, in shard order. A shard that does not answer
+    /// (stopping) is left out.
+    pub async fn collect_metrics(self: &Rc<Self>) -> Vec<ShardMetrics> {
+        let shard = self.shard();
+        let mut all = Vec::new();
+        for i in 0..self.senders.shard_count() {
+            let s = ShardId(i as u16);
+            if s == self.me {
+                all.push(probe::snapshot(&shard.ctx));
+            } else if let Some(m) = self.ask(s, |reply| ShardMsg::Metrics { reply }).await {
+                all.push(m);
+            }
+        }
+        all
     }
 }

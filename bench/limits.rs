@@ -1,0 +1,245 @@
+//! The machine's own ceilings, measured in the same run as a workload so a broker's numbers can
+//! be stated as fractions of them: loopback TCP bandwidth and round trip, memcpy bandwidth,
+//! sequential write + fdatasync bandwidth, and fdatasync latency after a 4 KiB append.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::LimitsArgs;
+use crate::stats::new_histogram;
+
+const TCP_CHUNK_BYTES: usize = 1024 * 1024;
+/// Larger than the last-level cache of anything we run on, so memcpy measures memory.
+const MEMCPY_BUFFER_BYTES: usize = 64 * 1024 * 1024;
+const DISK_CHUNK_BYTES: usize = 1024 * 1024;
+/// Sequential write stops at this size even if time is left, to spare the disk.
+const DISK_WRITE_MAX_BYTES: u64 = 1024 * 1024 * 1024;
+const SYNC_APPEND_BYTES: usize = 4096;
+const SYNC_SAMPLES_MAX: usize = 5000;
+
+/// Bytes per second a writer thread pushes through a loopback socket to a reader thread.
+fn loopback_bandwidth(test: Duration) -> io::Result<f64> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let reader = thread::spawn(move || -> io::Result<u64> {
+        let (mut s, _) = listener.accept()?;
+        let mut buf = vec![0u8; TCP_CHUNK_BYTES];
+        let mut total = 0u64;
+        loop {
+            match s.read(&mut buf)? {
+                0 => return Ok(total),
+                n => total += n as u64,
+            }
+        }
+    });
+    let mut s = TcpStream::connect(addr)?;
+    let chunk = vec![7u8; TCP_CHUNK_BYTES];
+    let started = Instant::now();
+    while started.elapsed() < test {
+        s.write_all(&chunk)?;
+    }
+    drop(s);
+    let total = reader
+        .join()
+        .map_err(|_| io::Error::other("reader panicked"))??;
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Round trips of one byte over loopback with TCP_NODELAY: (p50, p99, max) in microseconds.
+fn loopback_round_trip(test: Duration) -> io::Result<(u64, u64, u64)> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let echo = thread::spawn(move || -> io::Result<()> {
+        let (mut s, _) = listener.accept()?;
+        s.set_nodelay(true)?;
+        let mut b = [0u8; 1];
+        while s.read(&mut b)? == 1 {
+            s.write_all(&b)?;
+        }
+        Ok(())
+    });
+    let mut s = TcpStream::connect(addr)?;
+    s.set_nodelay(true)?;
+    let mut h = new_histogram();
+    let started = Instant::now();
+    let mut b = [1u8; 1];
+    while started.elapsed() < test {
+        let t = Instant::now();
+        s.write_all(&b)?;
+        s.read_exact(&mut b)?;
+        h.saturating_record((t.elapsed().as_nanos() / 1000).max(1) as u64);
+    }
+    drop(s);
+    echo.join()
+        .map_err(|_| io::Error::other("echo panicked"))??;
+    Ok((h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.max()))
+}
+
+/// Bytes per second copied between two buffers larger than the caches.
+fn memcpy_bandwidth(test: Duration) -> f64 {
+    let src = vec![3u8; MEMCPY_BUFFER_BYTES];
+    let mut dst = vec![0u8; MEMCPY_BUFFER_BYTES];
+    dst.copy_from_slice(&src); // fault the pages in before timing
+    let started = Instant::now();
+    let mut copies = 0u64;
+    while started.elapsed() < test {
+        dst.copy_from_slice(std::hint::black_box(&src));
+        std::hint::black_box(&mut dst);
+        copies += 1;
+    }
+    (copies * MEMCPY_BUFFER_BYTES as u64) as f64 / started.elapsed().as_secs_f64()
+}
+
+fn scratch_file(dir: &Path, name: &str) -> io::Result<(File, PathBuf)> {
+    let path = dir.join(format!(".sable-bench-{name}-{}", std::process::id()));
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)?;
+    Ok((f, path))
+}
+
+/// Bytes per second of 1 MiB sequential writes followed by one fdatasync, sync included.
+fn sequential_write(dir: &Path, test: Duration) -> io::Result<f64> {
+    let (mut f, path) = scratch_file(dir, "seq")?;
+    let chunk = vec![5u8; DISK_CHUNK_BYTES];
+    let started = Instant::now();
+    let mut written = 0u64;
+    while started.elapsed() < test && written < DISK_WRITE_MAX_BYTES {
+        f.write_all(&chunk)?;
+        written += chunk.len() as u64;
+    }
+    f.sync_data()?;
+    let rate = written as f64 / started.elapsed().as_secs_f64();
+    drop(f);
+    std::fs::remove_file(path)?;
+    Ok(rate)
+}
+
+/// fdatasync latency after each 4 KiB append: (p50, p99, max) in microseconds, samples.
+fn append_sync_latency(dir: &Path, test: Duration) -> io::Result<(u64, u64, u64, u64)> {
+    let (f, path) = scratch_file(dir, "sync")?;
+    let block = vec![9u8; SYNC_APPEND_BYTES];
+    let mut h = new_histogram();
+    let started = Instant::now();
+    let mut end = 0u64;
+    while started.elapsed() < test && (h.len() as usize) < SYNC_SAMPLES_MAX {
+        f.write_all_at(&block, end)?;
+        end += block.len() as u64;
+        let t = Instant::now();
+        f.sync_data()?;
+        h.saturating_record((t.elapsed().as_nanos() / 1000).max(1) as u64);
+    }
+    drop(f);
+    std::fs::remove_file(path)?;
+    Ok((
+        h.value_at_quantile(0.5),
+        h.value_at_quantile(0.99),
+        h.max(),
+        h.len(),
+    ))
+}
+
+/// Runs every probe; a probe that fails is reported as an error string, the others still run.
+pub fn run(args: &LimitsArgs) -> (Value, u64) {
+    let test = Duration::from_secs_f64(args.test_seconds);
+    let dir = &args.dir;
+    let mut errors = Vec::new();
+    let mut note = |what: &str, e: io::Error| errors.push(format!("{what}: {e}"));
+    eprintln!(
+        "limits: {:.1} s per probe, disk probes in {}",
+        args.test_seconds,
+        dir.display()
+    );
+    let tcp = loopback_bandwidth(test)
+        .map_err(|e| note("loopback bandwidth", e))
+        .ok();
+    let rtt = loopback_round_trip(test)
+        .map_err(|e| note("loopback round trip", e))
+        .ok();
+    let memcpy = memcpy_bandwidth(test);
+    let seq = sequential_write(dir, test)
+        .map_err(|e| note("sequential write", e))
+        .ok();
+    let sync = append_sync_latency(dir, test)
+        .map_err(|e| note("fdatasync latency", e))
+        .ok();
+    let mb = |v: f64| v / 1e6;
+    let out = json!({
+        "workload": "limits",
+        "cpus": thread::available_parallelism().map_or(0, |n| n.get()),
+        "loopback_tcp_mb_per_s": tcp.map(mb),
+        "loopback_rtt_us": rtt.map(|(p50, p99, max)| json!({"p50": p50, "p99": p99, "max": max})),
+        "memcpy_mb_per_s": mb(memcpy),
+        "disk_dir": dir.display().to_string(),
+        "seq_write_fdatasync_mb_per_s": seq.map(mb),
+        "fdatasync_4k_append_us": sync.map(|(p50, p99, max, n)| {
+            json!({"p50": p50, "p99": p99, "max": max, "samples": n})
+        }),
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "errors": errors.len(),
+        "error_samples": errors,
+    });
+    let count = errors.len() as u64;
+    (out, count)
+}
+
+pub fn print_table(v: &Value, out: &mut dyn Write) -> io::Result<()> {
+    let f = |k: &str| {
+        v[k].as_f64()
+            .map_or("n/a".to_string(), |x| format!("{x:.0}"))
+    };
+    let q = |k: &str, p: &str| {
+        v[k][p]
+            .as_u64()
+            .map_or("n/a".to_string(), |x| x.to_string())
+    };
+    writeln!(out, "\n== sable-bench limits ({} CPUs) ==", v["cpus"])?;
+    writeln!(
+        out,
+        "{:<36} {} MB/s",
+        "loopback TCP, 1 stream",
+        f("loopback_tcp_mb_per_s")
+    )?;
+    writeln!(
+        out,
+        "{:<36} p50 {} us  p99 {} us  max {} us",
+        "loopback 1-byte round trip",
+        q("loopback_rtt_us", "p50"),
+        q("loopback_rtt_us", "p99"),
+        q("loopback_rtt_us", "max")
+    )?;
+    writeln!(
+        out,
+        "{:<36} {} MB/s",
+        "memcpy (64 MiB buffers)",
+        f("memcpy_mb_per_s")
+    )?;
+    writeln!(
+        out,
+        "{:<36} {} MB/s",
+        "sequential write + fdatasync",
+        f("seq_write_fdatasync_mb_per_s")
+    )?;
+    writeln!(
+        out,
+        "{:<36} p50 {} us  p99 {} us  max {} us",
+        "fdatasync after 4 KiB append",
+        q("fdatasync_4k_append_us", "p50"),
+        q("fdatasync_4k_append_us", "p99"),
+        q("fdatasync_4k_append_us", "max")
+    )?;
+    for e in v["error_samples"].as_array().into_iter().flatten() {
+        writeln!(out, "error: {e}")?;
+    }
+    Ok(())
+}

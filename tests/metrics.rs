@@ -1,0 +1,83 @@
+//! The Prometheus endpoint against the real binary: it parses, and values move with traffic.
+
+mod support_ops;
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use support_ops::{Broker, parse_metrics, sum};
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_move_with_traffic() {
+    let b = Broker::start();
+    let before = parse_metrics(&b.scrape());
+    for shard in ["shard=\"0\"", "shard=\"1\""] {
+        assert!(
+            before
+                .iter()
+                .any(|(n, _)| n.starts_with("sable_partitions{") && n.contains(shard)),
+            "every shard reports: {before:?}"
+        );
+    }
+    let a: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", b.bootstrap())
+        .create()
+        .unwrap();
+    let t = NewTopic::new("m", 2, TopicReplication::Fixed(1));
+    assert!(a.create_topics([&t], &AdminOptions::new()).await.unwrap()[0].is_ok());
+    let p: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", b.bootstrap())
+        .set("acks", "all")
+        .create()
+        .unwrap();
+    for i in 0..20 {
+        p.send(
+            FutureRecord::<(), _>::to("m")
+                .partition(i % 2)
+                .payload("hello metrics"),
+            TIMEOUT,
+        )
+        .await
+        .unwrap_or_else(|(e, _)| panic!("{e}"));
+    }
+    let after = parse_metrics(&b.scrape());
+    let produce = |s: &[(String, f64)]| sum(s, "sable_requests_total", &["api=\"Produce\""]);
+    assert!(
+        produce(&after) >= produce(&before) + 1.0,
+        "Produce requests counted"
+    );
+    assert!(sum(&after, "sable_records_in_total", &[]) >= 20.0);
+    assert!(sum(&after, "sable_log_size_bytes", &[]) > sum(&before, "sable_log_size_bytes", &[]));
+    assert_eq!(sum(&after, "sable_partitions", &[]), 2.0);
+    assert!(sum(&after, "sable_fsyncs_total", &[]) >= 1.0);
+    assert!(
+        sum(&after, "sable_received_bytes_total", &[])
+            > sum(&before, "sable_received_bytes_total", &[])
+    );
+    assert!(sum(&after, "sable_sent_bytes_total", &[]) > 0.0);
+    assert!(
+        sum(
+            &after,
+            "sable_request_latency_seconds_count",
+            &["api=\"Produce\""]
+        ) >= 1.0
+    );
+    assert!(sum(&after, "sable_mesh_messages_received_total", &[]) >= 1.0);
+    assert!(sum(&after, "sable_connections_active", &[]) >= 1.0);
+}
+
+#[test]
+fn metrics_endpoint_refuses_other_paths() {
+    use std::io::{Read, Write};
+    let b = Broker::start();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", b.metrics_port)).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 404"), "{out}");
+}
