@@ -99,10 +99,11 @@ async fn idempotent_producer_survives_sigkill_exactly_once_in_order() {
 mod raw {
     //! The same retries, sent by hand so each case happens for certain.
     use bytes::BytesMut;
+    use kafka_protocol::messages::describe_producers_request::TopicRequest;
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
     use kafka_protocol::messages::{
-        ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse,
-        TopicName,
+        ApiKey, DescribeProducersRequest, DescribeProducersResponse, InitProducerIdRequest,
+        InitProducerIdResponse, ProduceRequest, ProduceResponse, TopicName,
     };
     use kafka_protocol::protocol::StrBytes;
     use kafka_protocol::records::{
@@ -238,5 +239,26 @@ mod raw {
         );
         let high = super::read::high_watermark(&broker.bootstrap(), "raw", 0);
         assert_eq!(high, 7, "no retry was written twice");
+
+        // DescribeProducers (KIP-664) shows the producer at its new epoch and last sequence.
+        let mut s = wire::connect(([127, 0, 0, 1], port).into());
+        let described: DescribeProducersResponse = wire::call(
+            &mut s,
+            ApiKey::DescribeProducers,
+            0,
+            &DescribeProducersRequest::default().with_topics(vec![
+                TopicRequest::default()
+                    .with_name(TopicName(StrBytes::from_static_str("raw")))
+                    .with_partition_indexes(vec![0]),
+            ]),
+        );
+        let p = &described.topics[0].partitions[0];
+        assert_eq!(p.error_code, 0);
+        let states: Vec<(i64, i32, i32)> = p
+            .active_producers
+            .iter()
+            .map(|a| (a.producer_id.0, a.producer_epoch, a.last_sequence))
+            .collect();
+        assert_eq!(states, [(pid, i32::from(epoch) + 1, 0)]);
     }
 }

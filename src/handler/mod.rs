@@ -15,6 +15,7 @@ pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_log_dirs;
+pub mod describe_producers;
 pub mod describe_topic_partitions;
 pub mod error_code;
 pub mod fetch;
@@ -188,6 +189,7 @@ pub const SUPPORTED: &[(ApiKey, RangeInclusive<i16>)] = &[
     (ApiKey::CreatePartitions, create_partitions::VERSIONS),
     (ApiKey::DescribeCluster, describe_cluster::VERSIONS),
     (ApiKey::DescribeLogDirs, describe_log_dirs::VERSIONS),
+    (ApiKey::DescribeProducers, describe_producers::VERSIONS),
     (
         ApiKey::OffsetForLeaderEpoch,
         offset_for_leader_epoch::VERSIONS,
@@ -263,6 +265,7 @@ pub async fn dispatch(
         ApiKey::CreatePartitions => create_partitions::serve(ctx, r, body).await.map(Some),
         ApiKey::DescribeCluster => describe_cluster::serve(ctx, r, body).await.map(Some),
         ApiKey::DescribeLogDirs => describe_log_dirs::serve(ctx, r, body).await.map(Some),
+        ApiKey::DescribeProducers => describe_producers::serve(ctx, r, body).await.map(Some),
         ApiKey::OffsetForLeaderEpoch => {
             offset_for_leader_epoch::serve(ctx, r, body).await.map(Some)
         }
@@ -300,7 +303,6 @@ pub async fn dispatch(
         | ApiKey::UpdateFeatures
         | ApiKey::Envelope
         | ApiKey::FetchSnapshot
-        | ApiKey::DescribeProducers
         | ApiKey::BrokerRegistration
         | ApiKey::BrokerHeartbeat
         | ApiKey::UnregisterBroker

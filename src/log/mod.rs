@@ -33,6 +33,7 @@ use crate::types::{Acks, Offset};
 
 pub use file::SegmentFile;
 use notify::{FifoLock, Notify};
+pub use producer::ActiveProducer;
 use recovery::RecoveryMode;
 use segment::{INDEX_SUFFIX, LOG_SUFFIX, Segment, TIME_INDEX_SUFFIX};
 
@@ -288,6 +289,11 @@ impl PartitionLog {
 
     pub fn log_start_offset(&self) -> Offset {
         Offset(self.state.borrow().log_start())
+    }
+
+    /// The idempotent producers this partition knows (DescribeProducers).
+    pub fn active_producers(&self) -> Vec<ActiveProducer> {
+        self.producers.borrow().active()
     }
 
     /// The partition's current settings.

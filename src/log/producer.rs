@@ -46,6 +46,15 @@ pub(crate) struct ProducerEntry {
     pub batches: VecDeque<BatchMeta>,
 }
 
+/// A producer as DescribeProducers shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ActiveProducer {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub last_sequence: i32,
+    pub last_timestamp_ms: i64,
+}
+
 /// What `check` decided for one batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Verdict {
@@ -72,6 +81,22 @@ pub(crate) struct ProducerStateTable {
 impl ProducerStateTable {
     pub fn len(&self) -> usize {
         self.producers.len()
+    }
+
+    /// Every known producer with its epoch, last sequence and last timestamp, by producer id.
+    pub fn active(&self) -> Vec<ActiveProducer> {
+        let mut all: Vec<ActiveProducer> = self
+            .producers
+            .iter()
+            .map(|(&producer_id, e)| ActiveProducer {
+                producer_id,
+                epoch: e.epoch,
+                last_sequence: e.batches.back().map_or(-1, |b| b.last_seq),
+                last_timestamp_ms: e.last_timestamp_ms,
+            })
+            .collect();
+        all.sort_by_key(|p| p.producer_id);
+        all
     }
 
     #[cfg(test)]
