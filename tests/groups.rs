@@ -36,3 +36,149 @@ fn three_members_split_six_partitions_and_consume_each_record_once() {
     assert_eq!(c, (0..PARTITIONS).map(|p| (p, 100)).collect());
     assert_eq!(a, refs.iter().map(|c| assigned(c)).collect::<Vec<_>>(), "no rebalance");
 }
+
+/// A kafka-python member in a child process (tests/python/group_member.py), SIGKILLed by the
+/// test: a member that dies without leaving. Its stdout lines arrive on `lines`.
+struct PyMember {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    assigned: BTreeSet<i32>,
+    got: Vec<(i32, String)>,
+}
+
+impl PyMember {
+    fn start(b: &Broker, group: &str, topic: &str) -> PyMember {
+        use std::io::BufRead;
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/group_member.py");
+        let mut child = std::process::Command::new("python3")
+            .args([script, &b.bootstrap(), group, topic])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start python3 group member");
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in std::io::BufReader::new(out).lines() {
+                let Ok(l) = l else { break };
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        PyMember {
+            child,
+            lines,
+            assigned: BTreeSet::new(),
+            got: vec![],
+        }
+    }
+
+    /// Reads what the member printed so far.
+    fn drain(&mut self) {
+        while let Ok(l) = self.lines.try_recv() {
+            let mut w = l.split(' ');
+            match w.next() {
+                Some("ASSIGNED") => {
+                    self.assigned = w
+                        .next()
+                        .unwrap_or("")
+                        .split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(|s| s.parse().unwrap())
+                        .collect();
+                }
+                Some("COMMITTED") => {
+                    let p: i32 = w.next().unwrap().parse().unwrap();
+                    let _offset = w.next();
+                    self.got.push((p, w.next().unwrap().to_string()));
+                }
+                Some("REFUSED") => eprintln!("python member: {l}"),
+                _ => panic!("python member printed {l:?}"),
+            }
+        }
+    }
+
+    fn sigkill(&mut self) {
+        self.child.kill().expect("SIGKILL python member");
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for PyMember {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn leave_and_kill_survivors_take_over_without_redelivery_or_loss() {
+    let b = Broker::start();
+    create_topic(&b, "churn", PARTITIONS);
+    let mut py = PyMember::start(&b, "g-churn", "churn");
+    let survivors = [
+        consumer(&b, "g-churn", "churn", &[]),
+        consumer(&b, "g-churn", "churn", &[]),
+    ];
+    let leaver = consumer(&b, "g-churn", "churn", &[]);
+    let rust: Vec<&GroupConsumer> = survivors.iter().chain([&leaver]).collect();
+
+    // Everyone owns something before any record exists.
+    let started = std::time::Instant::now();
+    loop {
+        py.drain();
+        let mut a: Vec<BTreeSet<i32>> = rust.iter().map(|c| assigned(c)).collect();
+        a.push(py.assigned.clone());
+        if is_partition_of(&a, PARTITIONS) && a.iter().all(|s| !s.is_empty()) {
+            break;
+        }
+        assert!(started.elapsed() < WAIT_CAP, "no 4-member assignment: {a:?}");
+        for c in &rust {
+            assert!(c.poll(std::time::Duration::from_millis(20)).is_none());
+        }
+    }
+    let py_partitions = py.assigned.clone();
+
+    // Phase 1: every member consumes (and commits) its share.
+    produce(&b, "churn", PARTITIONS, 0, 40);
+    let mut got = vec![vec![]; 3];
+    let started = std::time::Instant::now();
+    while got.iter().map(Vec::len).sum::<usize>() + py.got.len() < 240 {
+        assert!(started.elapsed() < WAIT_CAP, "phase 1 incomplete");
+        py.drain();
+        for (c, g) in rust.iter().zip(got.iter_mut()) {
+            if let Some(r) = poll_commit(c, std::time::Duration::from_millis(20)) {
+                g.push(r);
+            }
+        }
+    }
+    py.drain();
+    assert_eq!(
+        py.got.iter().map(|(p, _)| *p).collect::<BTreeSet<_>>(),
+        py_partitions,
+        "the python member consumed its partitions"
+    );
+
+    // The python member dies without leaving; one librdkafka member leaves (close on drop).
+    py.sigkill();
+    drop(leaver);
+    let mut phase1: Vec<(i32, String)> = received(&got);
+    phase1.extend(py.got.iter().cloned());
+    phase1.sort();
+    assert_eq!(phase1, expected(0..PARTITIONS, 0, 40), "phase 1 exactly once");
+
+    // Phase 2: the survivors take over every partition, from the committed offsets.
+    produce(&b, "churn", PARTITIONS, 40, 80);
+    let refs: Vec<&GroupConsumer> = survivors.iter().collect();
+    let mut got2 = vec![vec![]; 2];
+    poll_until(&refs, &mut got2, "240 records on the survivors", |g| {
+        g.iter().map(Vec::len).sum::<usize>() >= 240
+    });
+    assert_eq!(received(&got2), expected(0..PARTITIONS, 40, 80), "phase 2 exactly once");
+    let a: Vec<BTreeSet<i32>> = refs.iter().map(|c| assigned(c)).collect();
+    assert!(is_partition_of(&a, PARTITIONS), "survivors own everything: {a:?}");
+    assert_eq!(
+        committed(&survivors[0], "churn", PARTITIONS),
+        (0..PARTITIONS).map(|p| (p, 80)).collect()
+    );
+}
