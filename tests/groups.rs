@@ -182,3 +182,58 @@ fn leave_and_kill_survivors_take_over_without_redelivery_or_loss() {
         (0..PARTITIONS).map(|p| (p, 80)).collect()
     );
 }
+
+/// Committed offsets a single reader from offset 0 leaves: the records it got per partition,
+/// or -1001 (librdkafka's "no offset") where it got none.
+fn counts(got: &[Got], partitions: i32) -> std::collections::HashMap<i32, i64> {
+    (0..partitions)
+        .map(|p| match got.iter().filter(|g| g.partition == p).count() {
+            0 => (p, -1001),
+            n => (p, n as i64),
+        })
+        .collect()
+}
+
+#[test]
+fn reopen_resumes_after_committed_offsets_also_after_broker_sigkill() {
+    let b = Broker::start();
+    create_topic(&b, "resume", PARTITIONS);
+    produce(&b, "resume", PARTITIONS, 0, 50);
+
+    // Read part of the topic, commit, close.
+    let c = consumer(&b, "g-resume", "resume", &[]);
+    let mut first = vec![vec![]];
+    poll_until(&[&c], &mut first, "100 records", |g| g[0].len() >= 100);
+    drop(c);
+
+    // Reopen: the group's offsets are what was read, and reading goes on from there.
+    let c = consumer(&b, "g-resume", "resume", &[]);
+    assert_eq!(committed(&c, "resume", PARTITIONS), counts(&first[0], PARTITIONS));
+    let mut second = vec![vec![]];
+    poll_until(&[&c], &mut second, "the other 200 records", |g| g[0].len() >= 200);
+    let mut all = first.clone();
+    all.extend(second.clone());
+    assert_eq!(received(&all), expected(0..PARTITIONS, 0, 50));
+
+    // Half of a new batch, then close and SIGKILL the broker.
+    produce(&b, "resume", PARTITIONS, 50, 100);
+    let mut third = vec![vec![]];
+    poll_until(&[&c], &mut third, "100 new records", |g| g[0].len() >= 100);
+    drop(c);
+    let per_partition_before = {
+        let mut reader: Vec<Got> = all.concat();
+        reader.extend(third[0].iter().cloned());
+        counts(&reader, PARTITIONS)
+    };
+    let b = b.kill_and_restart();
+
+    let c = consumer(&b, "g-resume", "resume", &[]);
+    assert_eq!(committed(&c, "resume", PARTITIONS), per_partition_before, "commits survive SIGKILL");
+    let mut fourth = vec![vec![]];
+    poll_until(&[&c], &mut fourth, "the last 200 records", |g| g[0].len() >= 200);
+    all.extend(third);
+    all.extend(fourth);
+    assert_eq!(received(&all), expected(0..PARTITIONS, 0, 100));
+    // Nothing more arrives.
+    assert!(poll_commit(&c, std::time::Duration::from_millis(500)).is_none());
+}
