@@ -7,6 +7,8 @@ mod support_groups;
 
 use std::collections::BTreeSet;
 
+use rdkafka::consumer::Consumer;
+
 use support_groups::*;
 
 const PARTITIONS: i32 = 6;
@@ -236,4 +238,93 @@ fn reopen_resumes_after_committed_offsets_also_after_broker_sigkill() {
     assert_eq!(received(&all), expected(0..PARTITIONS, 0, 100));
     // Nothing more arrives.
     assert!(poll_commit(&c, std::time::Duration::from_millis(500)).is_none());
+}
+
+/// Rebalance callbacks without the empty ones (librdkafka reports empty incremental steps).
+fn nonempty(r: &Recorder) -> Vec<Event> {
+    r.events()
+        .into_iter()
+        .filter(|e| match e {
+            Event::Assign(s) | Event::Revoke(s) => !s.is_empty(),
+        })
+        .collect()
+}
+
+#[test]
+fn cooperative_sticky_second_member_takes_half_incrementally() {
+    let b = Broker::start();
+    create_topic(&b, "coop", PARTITIONS);
+    let coop = [("partition.assignment.strategy", "cooperative-sticky")];
+    let c1 = consumer(&b, "g-coop", "coop", &coop);
+    let all: BTreeSet<i32> = (0..PARTITIONS).collect();
+    wait_assignments(&[&c1], "the first member to own everything", |a| a[0] == all);
+    produce(&b, "coop", PARTITIONS, 0, 20);
+    let mut got = vec![vec![], vec![]];
+    poll_until(&[&c1], &mut got[..1], "60 records on the first member", |g| g[0].len() >= 60);
+
+    // A second member joins while records are still to be read.
+    let c2 = consumer(&b, "g-coop", "coop", &coop);
+    poll_until(&[&c1, &c2], &mut got, "a 3/3 split and 120 records", |g| {
+        let a = [assigned(&c1), assigned(&c2)];
+        is_partition_of(&a, PARTITIONS)
+            && a.iter().all(|s| s.len() == 3)
+            && g.iter().map(Vec::len).sum::<usize>() >= 120
+    });
+    produce(&b, "coop", PARTITIONS, 20, 40);
+    poll_until(&[&c1, &c2], &mut got, "240 records", |g| {
+        g.iter().map(Vec::len).sum::<usize>() >= 240
+    });
+    assert_eq!(received(&got), expected(0..PARTITIONS, 0, 40));
+
+    // Incremental: the first member gave up exactly the second one's partitions, once, and
+    // never had everything revoked.
+    let (a1, a2) = (assigned(&c1), assigned(&c2));
+    assert_eq!(
+        nonempty(c1.context()),
+        vec![Event::Assign(all), Event::Revoke(a2.clone())]
+    );
+    assert_eq!(nonempty(c2.context()), vec![Event::Assign(a2.clone())]);
+    let late: BTreeSet<i32> = got[1].iter().map(|g| g.partition).collect();
+    assert!(late.is_subset(&a2), "{late:?} {a2:?}");
+    let batch2_first: BTreeSet<i32> = got[0]
+        .iter()
+        .filter(|g| g.payload.ends_with("-r39"))
+        .map(|g| g.partition)
+        .collect();
+    assert_eq!(batch2_first, a1);
+}
+
+#[test]
+fn static_member_restart_gets_its_partitions_back_without_rebalancing_the_other() {
+    let b = Broker::start();
+    create_topic(&b, "static", PARTITIONS);
+    let cfg = |id| [("group.instance.id", id), ("session.timeout.ms", "30000")];
+    let a = consumer(&b, "g-static", "static", &cfg("member-a"));
+    let s = consumer(&b, "g-static", "static", &cfg("member-b"));
+    let before = wait_assignments(&[&a, &s], "a 3/3 split", |x| {
+        is_partition_of(x, PARTITIONS) && x.iter().all(|s| s.len() == 3)
+    });
+    produce(&b, "static", PARTITIONS, 0, 10);
+    let mut got = vec![vec![], vec![]];
+    poll_until(&[&a, &s], &mut got, "60 records", |g| {
+        g.iter().map(Vec::len).sum::<usize>() >= 60
+    });
+    let a_events = a.context().events();
+    assert_eq!(a_events, vec![Event::Assign(before[0].clone())]);
+
+    // The static member goes (librdkafka does not send LeaveGroup for a static member) and
+    // comes back with the same group.instance.id within its session.
+    drop(s);
+    let s = consumer(&b, "g-static", "static", &cfg("member-b"));
+    let after = wait_assignments(&[&a, &s], "the restarted member's partitions", |x| {
+        !x[1].is_empty()
+    });
+    assert_eq!(after, before, "same owners");
+    produce(&b, "static", PARTITIONS, 10, 20);
+    poll_until(&[&a, &s], &mut got, "120 records", |g| {
+        g.iter().map(Vec::len).sum::<usize>() >= 120
+    });
+    assert_eq!(received(&got), expected(0..PARTITIONS, 0, 20));
+    assert_eq!(a.context().events(), a_events, "no rebalance callback on the other member");
+    assert_eq!(s.context().events(), vec![Event::Assign(before[1].clone())]);
 }

@@ -311,11 +311,23 @@ pub fn poll_commit(c: &GroupConsumer, wait: Duration) -> Option<Got> {
         offset: m.offset(),
         payload: String::from_utf8(m.payload().expect("payload").to_vec()).expect("utf8"),
     };
-    match c.commit_message(&m, rdkafka::consumer::CommitMode::Sync) {
-        Ok(()) => Some(got),
-        Err(e) => {
-            eprintln!("commit of {}/{} refused: {e}", got.partition, got.offset);
-            None
+    let started = Instant::now();
+    loop {
+        match c.commit_message(&m, rdkafka::consumer::CommitMode::Sync) {
+            Ok(()) => return Some(got),
+            // The group is between JoinGroup and SyncGroup (Kafka refuses commits in
+            // CompletingRebalance): a cooperative member keeps its partitions, so it retries.
+            Err(e)
+                if e.rdkafka_error_code()
+                    == Some(rdkafka::types::RDKafkaErrorCode::RebalanceInProgress) =>
+            {
+                assert!(started.elapsed() < WAIT_CAP, "rebalance never completed");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => {
+                eprintln!("commit of {}/{} refused: {e}", got.partition, got.offset);
+                return None;
+            }
         }
     }
 }
