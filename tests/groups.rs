@@ -328,3 +328,215 @@ fn static_member_restart_gets_its_partitions_back_without_rebalancing_the_other(
     assert_eq!(a.context().events(), a_events, "no rebalance callback on the other member");
     assert_eq!(s.context().events(), vec![Event::Assign(before[1].clone())]);
 }
+
+/// A ConsumerProtocolAssignment (version, [topic, [partition]], user data) -> partitions of `topic`.
+fn decode_assignment(bytes: &[u8], topic: &str) -> BTreeSet<i32> {
+    let mut b = bytes;
+    let mut take = |n: usize| {
+        let (h, t) = b.split_at(n);
+        b = t;
+        h.to_vec()
+    };
+    take(2);
+    let topics = i32::from_be_bytes(take(4).try_into().unwrap());
+    let mut out = BTreeSet::new();
+    for _ in 0..topics {
+        let len = i16::from_be_bytes(take(2).try_into().unwrap()) as usize;
+        let name = String::from_utf8(take(len)).unwrap();
+        let n = i32::from_be_bytes(take(4).try_into().unwrap());
+        for _ in 0..n {
+            let p = i32::from_be_bytes(take(4).try_into().unwrap());
+            if name == topic {
+                out.insert(p);
+            }
+        }
+    }
+    out
+}
+
+/// A consumer of `group` that only commits and reads offsets (no subscription).
+fn offsets_client(b: &Broker, group: &str) -> GroupConsumer {
+    rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", b.bootstrap())
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create_with_context(Recorder::default())
+        .expect("consumer")
+}
+
+fn commit_offsets(c: &GroupConsumer, topic: &str, offsets: &[(i32, i64)]) {
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for (p, o) in offsets {
+        tpl.add_partition_offset(topic, *p, rdkafka::Offset::Offset(*o))
+            .unwrap();
+    }
+    c.commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+        .expect("commit");
+}
+
+fn delete_groups(b: &Broker, groups: &[&str]) -> Vec<rdkafka::admin::GroupResult> {
+    futures_block(admin(b).delete_groups(groups, &opts())).expect("delete_groups")
+}
+
+#[test]
+fn admin_lists_describes_alters_and_deletes_groups() {
+    use rdkafka::types::RDKafkaErrorCode;
+    let b = Broker::start();
+    create_topic(&b, "adm", 2);
+    let c1 = consumer(&b, "g-adm", "adm", &[("client.id", "adm-client")]);
+    let c2 = consumer(&b, "g-adm", "adm", &[("client.id", "adm-client")]);
+    let a = wait_assignments(&[&c1, &c2], "a 1/1 split", |a| {
+        is_partition_of(a, 2) && a.iter().all(|s| s.len() == 1)
+    });
+    // An offsets-only group: its "alter offsets" is a commit outside any generation.
+    let oc = offsets_client(&b, "g-adm-offsets");
+    commit_offsets(&oc, "adm", &[(0, 5), (1, 7)]);
+    assert_eq!(committed(&oc, "adm", 2), [(0, 5), (1, 7)].into());
+    commit_offsets(&oc, "adm", &[(1, 3)]);
+    assert_eq!(committed(&oc, "adm", 2), [(0, 5), (1, 3)].into());
+
+    // Describe: members, their assignments, the protocol.
+    let list = c1.fetch_group_list(Some("g-adm"), TIMEOUT).expect("describe");
+    let g = &list.groups()[0];
+    assert_eq!(
+        (g.name(), g.state(), g.protocol_type(), g.protocol()),
+        ("g-adm", "Stable", "consumer", "range")
+    );
+    assert_eq!(g.members().len(), 2);
+    let mut owned: Vec<BTreeSet<i32>> = g
+        .members()
+        .iter()
+        .map(|m| {
+            assert_eq!(m.client_id(), "adm-client");
+            decode_assignment(m.assignment().expect("assignment"), "adm")
+        })
+        .collect();
+    owned.sort();
+    let mut want = a.clone();
+    want.sort();
+    assert_eq!(owned, want);
+
+    // List (every broker is asked; rdkafka describes each group for its state).
+    let list = c1.fetch_group_list(None, TIMEOUT).expect("list");
+    let mut states: Vec<(String, String)> = list
+        .groups()
+        .iter()
+        .map(|g| (g.name().to_string(), g.state().to_string()))
+        .collect();
+    states.sort();
+    assert_eq!(
+        states,
+        [("g-adm", "Stable"), ("g-adm-offsets", "Empty")]
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+
+    // Delete: refused while the group has members; an Empty group goes with its offsets.
+    let r = delete_groups(&b, &["g-adm", "g-adm-offsets", "g-none"]);
+    assert_eq!(
+        r,
+        vec![
+            Err(("g-adm".to_string(), RDKafkaErrorCode::NonEmptyGroup)),
+            Ok("g-adm-offsets".to_string()),
+            Err(("g-none".to_string(), RDKafkaErrorCode::GroupIdNotFound)),
+        ]
+    );
+    assert_eq!(committed(&oc, "adm", 2), [(0, -1001), (1, -1001)].into());
+    drop((c1, c2));
+    let list = oc.fetch_group_list(Some("g-adm"), TIMEOUT).expect("describe");
+    assert_eq!(list.groups()[0].state(), "Empty");
+    assert_eq!(list.groups()[0].members().len(), 0);
+    assert_eq!(delete_groups(&b, &["g-adm"]), vec![Ok("g-adm".to_string())]);
+    // librdkafka describes only groups that ListGroups named: a deleted group is absent.
+    let list = oc.fetch_group_list(None, TIMEOUT).expect("list");
+    assert!(list.groups().is_empty(), "{:?}", list.groups().iter().map(|g| g.name()).collect::<Vec<_>>());
+}
+
+/// FindCoordinator v0 by hand (rdkafka has no API for it): the coordinator's (node id, port).
+fn find_coordinator(b: &Broker, group: &str) -> (i32, i32) {
+    use std::io::{Read, Write};
+    let mut body = Vec::new();
+    body.extend_from_slice(&10i16.to_be_bytes()); // FindCoordinator
+    body.extend_from_slice(&0i16.to_be_bytes()); // v0
+    body.extend_from_slice(&7i32.to_be_bytes()); // correlation id
+    body.extend_from_slice(&4i16.to_be_bytes());
+    body.extend_from_slice(b"test");
+    body.extend_from_slice(&(group.len() as i16).to_be_bytes());
+    body.extend_from_slice(group.as_bytes());
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", b.port)).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.write_all(&(body.len() as i32).to_be_bytes()).unwrap();
+    s.write_all(&body).unwrap();
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).unwrap();
+    let mut r = vec![0u8; i32::from_be_bytes(len) as usize];
+    s.read_exact(&mut r).unwrap();
+    assert_eq!(&r[0..4], &7i32.to_be_bytes(), "correlation id");
+    assert_eq!(&r[4..6], &0i16.to_be_bytes(), "error code");
+    let node = i32::from_be_bytes(r[6..10].try_into().unwrap());
+    let host_len = i16::from_be_bytes(r[10..12].try_into().unwrap()) as usize;
+    let port = i32::from_be_bytes(r[12 + host_len..16 + host_len].try_into().unwrap());
+    (node, port)
+}
+
+#[test]
+fn groups_coordinated_by_different_shards_work_side_by_side() {
+    let b = Broker::start();
+    create_topic(&b, "sides", PARTITIONS);
+    let groups = [group_on_shard("g-side", 0), group_on_shard("g-side", 1)];
+    for (shard, g) in groups.iter().enumerate() {
+        assert_eq!(
+            find_coordinator(&b, g),
+            (shard as i32, i32::from(b.port) + 1 + shard as i32),
+            "{g}"
+        );
+    }
+    let members: Vec<GroupConsumer> = groups
+        .iter()
+        .flat_map(|g| [consumer(&b, g, "sides", &[]), consumer(&b, g, "sides", &[])])
+        .collect();
+    let refs: Vec<&GroupConsumer> = members.iter().collect();
+    wait_assignments(&refs, "both groups split 3/3", |a| {
+        is_partition_of(&a[..2], PARTITIONS)
+            && is_partition_of(&a[2..], PARTITIONS)
+            && a.iter().all(|s| s.len() == 3)
+    });
+    produce(&b, "sides", PARTITIONS, 0, 30);
+    // The first group reads everything, the second only 90 records: their offsets differ.
+    let mut got = vec![vec![]; 4];
+    poll_until(&refs[2..], &mut got[2..], "90 records", |g| {
+        g.iter().map(Vec::len).sum::<usize>() >= 90
+    });
+    poll_until(&refs[..2], &mut got[..2], "180 records", |g| {
+        g.iter().map(Vec::len).sum::<usize>() >= 180
+    });
+    assert_eq!(received(&got[..2]), expected(0..PARTITIONS, 0, 30));
+    let second = received(&got[2..]);
+    assert_eq!(second.len(), 90);
+    let unique: BTreeSet<_> = second.iter().collect();
+    assert_eq!(unique.len(), 90, "no duplicates in the second group");
+    assert_eq!(
+        committed(&members[0], "sides", PARTITIONS),
+        (0..PARTITIONS).map(|p| (p, 30)).collect()
+    );
+    let second_offsets = committed(&members[2], "sides", PARTITIONS);
+    let read: i64 = second_offsets.values().map(|o| (*o).max(0)).sum();
+    assert_eq!(read, 90, "{second_offsets:?}");
+    let list = members[0].fetch_group_list(None, TIMEOUT).expect("list");
+    let mut names: Vec<&str> = list.groups().iter().map(|g| g.name()).collect();
+    names.sort();
+    let mut want = [groups[0].as_str(), groups[1].as_str()];
+    want.sort();
+    assert_eq!(names, want);
+}
+
+#[test]
+fn default_initial_delay_lone_consumer_gets_its_first_record() {
+    let b = Broker::start_with_delay(3000);
+    create_topic(&b, "lone", 1);
+    produce(&b, "lone", 1, 0, 5);
+    let c = consumer(&b, "g-lone", "lone", &[]);
+    let mut got = vec![vec![]];
+    poll_until(&[&c], &mut got, "5 records", |g| g[0].len() >= 5);
+    assert_eq!(received(&got), expected([0], 0, 5));
+    assert_eq!(committed(&c, "lone", 1), [(0, 5)].into());
+}
