@@ -15,9 +15,20 @@ const PARTITIONS: i32 = 6;
 
 #[test]
 fn three_members_split_six_partitions_and_consume_each_record_once() {
+    three_members("range");
+}
+
+#[test]
+fn three_members_roundrobin() {
+    three_members("roundrobin");
+}
+
+/// 3 members with `strategy` on 6 partitions: two partitions each, 600 records once in total.
+fn three_members(strategy: &str) {
     let b = Broker::start();
     create_topic(&b, "three", PARTITIONS);
-    let cs: Vec<GroupConsumer> = (0..3).map(|_| consumer(&b, "g-three", "three", &[])).collect();
+    let cfg = [("partition.assignment.strategy", strategy)];
+    let cs: Vec<GroupConsumer> = (0..3).map(|_| consumer(&b, "g-three", "three", &cfg)).collect();
     let refs: Vec<&GroupConsumer> = cs.iter().collect();
     let a = wait_assignments(&refs, "three members to share six partitions", |a| {
         is_partition_of(a, PARTITIONS) && a.iter().all(|s| s.len() == 2)
@@ -326,7 +337,23 @@ fn static_member_restart_gets_its_partitions_back_without_rebalancing_the_other(
     });
     assert_eq!(received(&got), expected(0..PARTITIONS, 0, 20));
     assert_eq!(a.context().events(), a_events, "no rebalance callback on the other member");
-    assert_eq!(s.context().events(), vec![Event::Assign(before[1].clone())]);
+    let s_events = vec![Event::Assign(before[1].clone())];
+    assert_eq!(s.context().events(), s_events);
+
+    // The same for the other one (the leader: the first to join).
+    drop(a);
+    let a = consumer(&b, "g-static", "static", &cfg("member-a"));
+    let after = wait_assignments(&[&a, &s], "the restarted leader's partitions", |x| {
+        !x[0].is_empty()
+    });
+    assert_eq!(after, before, "same owners");
+    produce(&b, "static", PARTITIONS, 20, 30);
+    poll_until(&[&a, &s], &mut got, "180 records", |g| {
+        g.iter().map(Vec::len).sum::<usize>() >= 180
+    });
+    assert_eq!(received(&got), expected(0..PARTITIONS, 0, 30));
+    assert_eq!(s.context().events(), s_events, "no rebalance callback on the other member");
+    assert_eq!(a.context().events(), vec![Event::Assign(before[0].clone())]);
 }
 
 /// A ConsumerProtocolAssignment (version, [topic, [partition]], user data) -> partitions of `topic`.
