@@ -567,3 +567,37 @@ fn default_initial_delay_lone_consumer_gets_its_first_record() {
     assert_eq!(received(&got), expected([0], 0, 5));
     assert_eq!(committed(&c, "lone", 1), [(0, 5)].into());
 }
+
+#[test]
+fn live_members_carry_on_across_a_broker_sigkill() {
+    let b = Broker::start();
+    create_topic(&b, "live", PARTITIONS);
+    let cs = [consumer(&b, "g-live", "live", &[]), consumer(&b, "g-live", "live", &[])];
+    let refs: Vec<&GroupConsumer> = cs.iter().collect();
+    wait_assignments(&refs, "a 3/3 split", |a| {
+        is_partition_of(a, PARTITIONS) && a.iter().all(|s| s.len() == 3)
+    });
+    produce(&b, "live", PARTITIONS, 0, 20);
+    let mut got = vec![vec![], vec![]];
+    poll_until(&refs, &mut got, "60 records", |g| {
+        g.iter().map(Vec::len).sum::<usize>() >= 60
+    });
+
+    // The broker dies under the members and comes back: the group's members and generation
+    // are gone (only offsets are durable), so they rejoin and resume from their commits.
+    let b = b.kill_and_restart_in_place();
+    poll_until(&refs, &mut got, "the other 60 records", |g| {
+        g.iter().map(Vec::len).sum::<usize>() >= 120
+    });
+    produce(&b, "live", PARTITIONS, 20, 30);
+    poll_until(&refs, &mut got, "60 more records", |g| {
+        g.iter().map(Vec::len).sum::<usize>() >= 180
+    });
+    assert_eq!(received(&got), expected(0..PARTITIONS, 0, 30));
+    let a: Vec<BTreeSet<i32>> = refs.iter().map(|c| assigned(c)).collect();
+    assert!(is_partition_of(&a, PARTITIONS), "{a:?}");
+    assert_eq!(
+        committed(&cs[0], "live", PARTITIONS),
+        (0..PARTITIONS).map(|p| (p, 30)).collect()
+    );
+}

@@ -67,7 +67,10 @@ impl Broker {
     }
 
     fn start_in(dir: &Path, delay_ms: u32) -> Broker {
-        let port = free_port();
+        Broker::start_on(dir, delay_ms, free_port())
+    }
+
+    fn start_on(dir: &Path, delay_ms: u32, port: u16) -> Broker {
         let child = Command::new(env!("CARGO_BIN_EXE_sable"))
             .args(["--shards", &SHARDS.to_string()])
             .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -111,6 +114,21 @@ impl Broker {
         }
         let tmp = self._tmp.take();
         let mut b = Broker::start_in(&self.data_dir, self.delay_ms);
+        b._tmp = tmp;
+        b
+    }
+}
+
+impl Broker {
+    /// SIGKILL and start again on the same data dir and the same ports, so connected clients
+    /// reconnect to it.
+    pub fn kill_and_restart_in_place(mut self) -> Broker {
+        if let Some(mut c) = self.child.take() {
+            c.kill().expect("SIGKILL sable");
+            c.wait().expect("wait");
+        }
+        let tmp = self._tmp.take();
+        let mut b = Broker::start_on(&self.data_dir, self.delay_ms, self.port);
         b._tmp = tmp;
         b
     }
@@ -304,6 +322,18 @@ pub struct Got {
 pub fn poll_commit(c: &GroupConsumer, wait: Duration) -> Option<Got> {
     let m = match c.poll(wait)? {
         Ok(m) => m,
+        // The broker is away (a restart test): librdkafka reconnects by itself.
+        Err(e)
+            if matches!(
+                e.rdkafka_error_code(),
+                Some(
+                    rdkafka::types::RDKafkaErrorCode::BrokerTransportFailure
+                        | rdkafka::types::RDKafkaErrorCode::AllBrokersDown
+                )
+            ) =>
+        {
+            return None;
+        }
         Err(e) => panic!("consume error: {e}"),
     };
     let got = Got {
