@@ -13,7 +13,7 @@ import time
 import uuid
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.admin import KafkaAdminClient, MemberToRemove, NewTopic
 from kafka.errors import GroupIdNotFoundError, GroupSubscribedToTopicError, NonEmptyGroupError
 from kafka.structs import OffsetAndMetadata
 
@@ -43,11 +43,12 @@ class Member(threading.Thread):
     poll(), so two members taking turns in one thread with short polls can keep restarting
     their joins. Each record is committed before it counts (see tests/groups.rs)."""
 
-    def __init__(self, bootstrap, group, topic, client_id):
+    def __init__(self, bootstrap, group, topic, client_id, instance_id=None):
         super().__init__(daemon=True)
         self.c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, client_id=client_id,
+                               group_instance_id=instance_id,
                                enable_auto_commit=False, auto_offset_reset="earliest",
-                               session_timeout_ms=10000, heartbeat_interval_ms=1000,
+                               session_timeout_ms=30000, heartbeat_interval_ms=1000,
                                max_poll_records=1)
         self.c.subscribe([topic])
         self.lock = threading.Lock()
@@ -65,7 +66,7 @@ class Member(threading.Thread):
                         self.got.append((r.partition, r.offset, r.value.decode()))
             with self.lock:
                 self.assigned = {tp.partition for tp in self.c.assignment()}
-        self.c.close()  # LeaveGroup
+        self.c.close()  # LeaveGroup, unless static
 
     def snapshot(self):
         with self.lock:
@@ -189,6 +190,28 @@ def main():
     offsets = admin.list_group_offsets({group: None})
     offsets = offsets.get(group, offsets)
     check(not offsets, f"a deleted group has no offsets: {offsets}")
+
+    # A static member stays after its consumer closes (no LeaveGroup), until an admin removes
+    # it by group.instance.id (batched LeaveGroup, KIP-345).
+    static = f"py-g-static-{suffix}"
+    m = Member(bootstrap, static, topic, "py-static", instance_id="py-instance-1")
+    until("the static member's assignment", lambda: m.snapshot()[1] == set(range(PARTITIONS)))
+    m.close()
+    d = admin.describe_groups([static])[static]
+    print("static:", d)
+    check(d["group_state"] == "Stable", "a closed static member keeps its group Stable")
+    check([x["group_instance_id"] for x in d["members"]] == ["py-instance-1"],
+          "described with its group.instance.id")
+    r = admin.remove_group_members(static, [MemberToRemove(group_instance_id="py-instance-1"),
+                                            MemberToRemove(group_instance_id="py-nobody")])
+    print("remove:", r)
+    by_instance = {getattr(k, "group_instance_id", k): errname(e) for k, e in r.items()}
+    check(by_instance == {"py-instance-1": "NoError", "py-nobody": "UnknownMemberIdError"},
+          f"remove_group_members by instance id: {by_instance}")
+    d = admin.describe_groups([static])[static]
+    check(d["group_state"] == "Empty" and d["members"] == [], f"removed: {d}")
+    r = dict(admin.delete_groups([static]))
+    check(errname(r[static]) == "NoError", "the emptied static group can be deleted")
     print("all group checks passed")
 
 
