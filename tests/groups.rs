@@ -601,3 +601,39 @@ fn live_members_carry_on_across_a_broker_sigkill() {
         (0..PARTITIONS).map(|p| (p, 30)).collect()
     );
 }
+
+#[test]
+fn deleted_groups_stay_deleted_after_a_broker_sigkill() {
+    let b = Broker::start();
+    create_topic(&b, "gone", 2);
+    let groups = [group_on_shard("g-gone", 0), group_on_shard("g-gone", 1)];
+    for g in &groups {
+        let oc = offsets_client(&b, g);
+        commit_offsets(&oc, "gone", &[(0, 5), (1, 7)]);
+    }
+    let names: Vec<&str> = groups.iter().map(String::as_str).collect();
+    let r = delete_groups(&b, &names);
+    assert!(r.iter().all(Result::is_ok), "{r:?}");
+    // The first group comes back with one new commit; the second stays deleted.
+    let oc = offsets_client(&b, &groups[0]);
+    commit_offsets(&oc, "gone", &[(1, 2)]);
+    drop(oc);
+
+    let b = b.kill_and_restart();
+    let after: Vec<_> = groups
+        .iter()
+        .map(|g| committed(&offsets_client(&b, g), "gone", 2))
+        .collect();
+    assert_eq!(
+        after,
+        vec![[(0, -1001), (1, 2)].into(), [(0, -1001), (1, -1001)].into()]
+    );
+    let r = delete_groups(&b, &[names[1]]);
+    assert_eq!(
+        r,
+        vec![Err((
+            groups[1].clone(),
+            rdkafka::types::RDKafkaErrorCode::GroupIdNotFound
+        ))]
+    );
+}
