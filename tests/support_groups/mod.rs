@@ -259,7 +259,12 @@ fn partitions_of(tpl: &TopicPartitionList) -> BTreeSet<i32> {
     tpl.elements().iter().map(|e| e.partition()).collect()
 }
 
-impl ClientContext for Recorder {}
+impl ClientContext for Recorder {
+    /// librdkafka's log lines (and `debug` output) go to the test's captured stderr.
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        eprintln!("librdkafka {level:?} {fac}: {log_message}");
+    }
+}
 
 impl ConsumerContext for Recorder {
     fn pre_rebalance(&self, _c: &BaseConsumer<Self>, r: &Rebalance<'_>) {
