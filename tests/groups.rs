@@ -637,3 +637,80 @@ fn deleted_groups_stay_deleted_after_a_broker_sigkill() {
         ))]
     );
 }
+
+#[test]
+fn static_member_that_does_not_return_expires_and_its_partitions_move() {
+    let b = Broker::start();
+    create_topic(&b, "static-gone", PARTITIONS);
+    let cfg = |id| [("group.instance.id", id), ("session.timeout.ms", "6000")];
+    let stay = consumer(&b, "g-static-gone", "static-gone", &cfg("stay"));
+    let gone = consumer(&b, "g-static-gone", "static-gone", &cfg("gone"));
+    wait_assignments(&[&stay, &gone], "a 3/3 split", |x| {
+        is_partition_of(x, PARTITIONS) && x.iter().all(|s| s.len() == 3)
+    });
+    produce(&b, "static-gone", PARTITIONS, 0, 10);
+    let mut got = vec![vec![], vec![]];
+    poll_until(&[&stay, &gone], &mut got, "60 records", |g| {
+        g.iter().map(Vec::len).sum::<usize>() >= 60
+    });
+    // No LeaveGroup from a static member: the coordinator must expire its session.
+    drop(gone);
+    produce(&b, "static-gone", PARTITIONS, 10, 20);
+    let mut rest = vec![vec![]];
+    poll_until(&[&stay], &mut rest, "the other 60 records on the last member", |g| {
+        g[0].len() >= 60
+    });
+    got.extend(rest);
+    assert_eq!(received(&got), expected(0..PARTITIONS, 0, 20));
+    assert_eq!(assigned(&stay), (0..PARTITIONS).collect());
+    let list = stay
+        .fetch_group_list(Some("g-static-gone"), TIMEOUT)
+        .expect("describe");
+    assert_eq!(list.groups()[0].members().len(), 1);
+}
+
+#[test]
+fn cooperative_sticky_third_member_joins_and_one_leaves() {
+    let b = Broker::start();
+    create_topic(&b, "coop3", PARTITIONS);
+    let coop = [("partition.assignment.strategy", "cooperative-sticky")];
+    let c1 = consumer(&b, "g-coop3", "coop3", &coop);
+    let c2 = consumer(&b, "g-coop3", "coop3", &coop);
+    wait_assignments(&[&c1, &c2], "a 3/3 split", |a| {
+        is_partition_of(a, PARTITIONS) && a.iter().all(|s| s.len() == 3)
+    });
+    produce(&b, "coop3", PARTITIONS, 0, 10);
+    let c3 = consumer(&b, "g-coop3", "coop3", &coop);
+    let mut got = vec![vec![], vec![], vec![]];
+    poll_until(&[&c1, &c2, &c3], &mut got, "a 2/2/2 split and 60 records", |g| {
+        let a = [assigned(&c1), assigned(&c2), assigned(&c3)];
+        is_partition_of(&a, PARTITIONS)
+            && a.iter().all(|s| s.len() == 2)
+            && g.iter().map(Vec::len).sum::<usize>() >= 60
+    });
+    // Sticky: each of the first two kept two of its three partitions.
+    let revoked: Vec<usize> = [&c1, &c2]
+        .iter()
+        .map(|c| {
+            nonempty(c.context())
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Revoke(s) => Some(s.len()),
+                    Event::Assign(_) => None,
+                })
+                .sum()
+        })
+        .collect();
+    assert_eq!(revoked, vec![1, 1]);
+
+    // One leaves: the others take its partitions, nothing read twice, nothing lost.
+    drop(c2);
+    let left = got.remove(1);
+    produce(&b, "coop3", PARTITIONS, 10, 20);
+    poll_until(&[&c1, &c3], &mut got, "120 records", |g| {
+        let a = [assigned(&c1), assigned(&c3)];
+        is_partition_of(&a, PARTITIONS) && g.iter().map(Vec::len).sum::<usize>() + left.len() >= 120
+    });
+    got.push(left);
+    assert_eq!(received(&got), expected(0..PARTITIONS, 0, 20));
+}
