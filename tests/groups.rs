@@ -28,7 +28,9 @@ fn three_members(strategy: &str) {
     let b = Broker::start();
     create_topic(&b, "three", PARTITIONS);
     let cfg = [("partition.assignment.strategy", strategy)];
-    let cs: Vec<GroupConsumer> = (0..3).map(|_| consumer(&b, "g-three", "three", &cfg)).collect();
+    let cs: Vec<GroupConsumer> = (0..3)
+        .map(|_| consumer(&b, "g-three", "three", &cfg))
+        .collect();
     let refs: Vec<&GroupConsumer> = cs.iter().collect();
     let a = wait_assignments(&refs, "three members to share six partitions", |a| {
         is_partition_of(a, PARTITIONS) && a.iter().all(|s| s.len() == 2)
@@ -47,7 +49,11 @@ fn three_members(strategy: &str) {
     // Per-record commits: the group's committed offset is the end of every partition.
     let c = committed(&cs[0], "three", PARTITIONS);
     assert_eq!(c, (0..PARTITIONS).map(|p| (p, 100)).collect());
-    assert_eq!(a, refs.iter().map(|c| assigned(c)).collect::<Vec<_>>(), "no rebalance");
+    assert_eq!(
+        a,
+        refs.iter().map(|c| assigned(c)).collect::<Vec<_>>(),
+        "no rebalance"
+    );
 }
 
 /// A kafka-python member in a child process (tests/python/group_member.py), SIGKILLed by the
@@ -63,7 +69,9 @@ impl PyMember {
     fn start(b: &Broker, group: &str, topic: &str) -> PyMember {
         use std::io::BufRead;
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/group_member.py");
-        let mut child = std::process::Command::new("python3")
+        // CI runs kafka-python from a venv: SABLE_TEST_PYTHON names its interpreter.
+        let python = std::env::var("SABLE_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+        let mut child = std::process::Command::new(python)
             .args([script, &b.bootstrap(), group, topic])
             .stdout(std::process::Stdio::piped())
             .spawn()
@@ -145,7 +153,10 @@ fn leave_and_kill_survivors_take_over_without_redelivery_or_loss() {
         if is_partition_of(&a, PARTITIONS) && a.iter().all(|s| !s.is_empty()) {
             break;
         }
-        assert!(started.elapsed() < WAIT_CAP, "no 4-member assignment: {a:?}");
+        assert!(
+            started.elapsed() < WAIT_CAP,
+            "no 4-member assignment: {a:?}"
+        );
         for c in &rust {
             assert!(c.poll(std::time::Duration::from_millis(20)).is_none());
         }
@@ -178,7 +189,11 @@ fn leave_and_kill_survivors_take_over_without_redelivery_or_loss() {
     let mut phase1: Vec<(i32, String)> = received(&got);
     phase1.extend(py.got.iter().cloned());
     phase1.sort();
-    assert_eq!(phase1, expected(0..PARTITIONS, 0, 40), "phase 1 exactly once");
+    assert_eq!(
+        phase1,
+        expected(0..PARTITIONS, 0, 40),
+        "phase 1 exactly once"
+    );
 
     // Phase 2: the survivors take over every partition, from the committed offsets.
     produce(&b, "churn", PARTITIONS, 40, 80);
@@ -187,9 +202,16 @@ fn leave_and_kill_survivors_take_over_without_redelivery_or_loss() {
     poll_until(&refs, &mut got2, "240 records on the survivors", |g| {
         g.iter().map(Vec::len).sum::<usize>() >= 240
     });
-    assert_eq!(received(&got2), expected(0..PARTITIONS, 40, 80), "phase 2 exactly once");
+    assert_eq!(
+        received(&got2),
+        expected(0..PARTITIONS, 40, 80),
+        "phase 2 exactly once"
+    );
     let a: Vec<BTreeSet<i32>> = refs.iter().map(|c| assigned(c)).collect();
-    assert!(is_partition_of(&a, PARTITIONS), "survivors own everything: {a:?}");
+    assert!(
+        is_partition_of(&a, PARTITIONS),
+        "survivors own everything: {a:?}"
+    );
     assert_eq!(
         committed(&survivors[0], "churn", PARTITIONS),
         (0..PARTITIONS).map(|p| (p, 80)).collect()
@@ -221,9 +243,14 @@ fn reopen_resumes_after_committed_offsets_also_after_broker_sigkill() {
 
     // Reopen: the group's offsets are what was read, and reading goes on from there.
     let c = consumer(&b, "g-resume", "resume", &[]);
-    assert_eq!(committed(&c, "resume", PARTITIONS), counts(&first[0], PARTITIONS));
+    assert_eq!(
+        committed(&c, "resume", PARTITIONS),
+        counts(&first[0], PARTITIONS)
+    );
     let mut second = vec![vec![]];
-    poll_until(&[&c], &mut second, "the other 200 records", |g| g[0].len() >= 200);
+    poll_until(&[&c], &mut second, "the other 200 records", |g| {
+        g[0].len() >= 200
+    });
     let mut all = first.clone();
     all.extend(second.clone());
     assert_eq!(received(&all), expected(0..PARTITIONS, 0, 50));
@@ -241,9 +268,15 @@ fn reopen_resumes_after_committed_offsets_also_after_broker_sigkill() {
     let b = b.kill_and_restart();
 
     let c = consumer(&b, "g-resume", "resume", &[]);
-    assert_eq!(committed(&c, "resume", PARTITIONS), per_partition_before, "commits survive SIGKILL");
+    assert_eq!(
+        committed(&c, "resume", PARTITIONS),
+        per_partition_before,
+        "commits survive SIGKILL"
+    );
     let mut fourth = vec![vec![]];
-    poll_until(&[&c], &mut fourth, "the last 200 records", |g| g[0].len() >= 200);
+    poll_until(&[&c], &mut fourth, "the last 200 records", |g| {
+        g[0].len() >= 200
+    });
     all.extend(third);
     all.extend(fourth);
     assert_eq!(received(&all), expected(0..PARTITIONS, 0, 100));
@@ -268,10 +301,17 @@ fn cooperative_sticky_second_member_takes_half_incrementally() {
     let coop = [("partition.assignment.strategy", "cooperative-sticky")];
     let c1 = consumer(&b, "g-coop", "coop", &coop);
     let all: BTreeSet<i32> = (0..PARTITIONS).collect();
-    wait_assignments(&[&c1], "the first member to own everything", |a| a[0] == all);
+    wait_assignments(&[&c1], "the first member to own everything", |a| {
+        a[0] == all
+    });
     produce(&b, "coop", PARTITIONS, 0, 20);
     let mut got = vec![vec![], vec![]];
-    poll_until(&[&c1], &mut got[..1], "60 records on the first member", |g| g[0].len() >= 60);
+    poll_until(
+        &[&c1],
+        &mut got[..1],
+        "60 records on the first member",
+        |g| g[0].len() >= 60,
+    );
 
     // A second member joins while records are still to be read.
     let c2 = consumer(&b, "g-coop", "coop", &coop);
@@ -336,7 +376,11 @@ fn static_member_restart_gets_its_partitions_back_without_rebalancing_the_other(
         g.iter().map(Vec::len).sum::<usize>() >= 120
     });
     assert_eq!(received(&got), expected(0..PARTITIONS, 0, 20));
-    assert_eq!(a.context().events(), a_events, "no rebalance callback on the other member");
+    assert_eq!(
+        a.context().events(),
+        a_events,
+        "no rebalance callback on the other member"
+    );
     let s_events = vec![Event::Assign(before[1].clone())];
     assert_eq!(s.context().events(), s_events);
 
@@ -352,7 +396,11 @@ fn static_member_restart_gets_its_partitions_back_without_rebalancing_the_other(
         g.iter().map(Vec::len).sum::<usize>() >= 180
     });
     assert_eq!(received(&got), expected(0..PARTITIONS, 0, 30));
-    assert_eq!(s.context().events(), s_events, "no rebalance callback on the other member");
+    assert_eq!(
+        s.context().events(),
+        s_events,
+        "no rebalance callback on the other member"
+    );
     assert_eq!(a.context().events(), vec![Event::Assign(before[0].clone())]);
 }
 
@@ -423,7 +471,9 @@ fn admin_lists_describes_alters_and_deletes_groups() {
     assert_eq!(committed(&oc, "adm", 2), [(0, 5), (1, 3)].into());
 
     // Describe: members, their assignments, the protocol.
-    let list = c1.fetch_group_list(Some("g-adm"), TIMEOUT).expect("describe");
+    let list = c1
+        .fetch_group_list(Some("g-adm"), TIMEOUT)
+        .expect("describe");
     let g = &list.groups()[0];
     assert_eq!(
         (g.name(), g.state(), g.protocol_type(), g.protocol()),
@@ -469,13 +519,19 @@ fn admin_lists_describes_alters_and_deletes_groups() {
     );
     assert_eq!(committed(&oc, "adm", 2), [(0, -1001), (1, -1001)].into());
     drop((c1, c2));
-    let list = oc.fetch_group_list(Some("g-adm"), TIMEOUT).expect("describe");
+    let list = oc
+        .fetch_group_list(Some("g-adm"), TIMEOUT)
+        .expect("describe");
     assert_eq!(list.groups()[0].state(), "Empty");
     assert_eq!(list.groups()[0].members().len(), 0);
     assert_eq!(delete_groups(&b, &["g-adm"]), vec![Ok("g-adm".to_string())]);
     // librdkafka describes only groups that ListGroups named: a deleted group is absent.
     let list = oc.fetch_group_list(None, TIMEOUT).expect("list");
-    assert!(list.groups().is_empty(), "{:?}", list.groups().iter().map(|g| g.name()).collect::<Vec<_>>());
+    assert!(
+        list.groups().is_empty(),
+        "{:?}",
+        list.groups().iter().map(|g| g.name()).collect::<Vec<_>>()
+    );
 }
 
 /// FindCoordinator v0 by hand (rdkafka has no API for it): the coordinator's (node id, port).
@@ -572,7 +628,10 @@ fn default_initial_delay_lone_consumer_gets_its_first_record() {
 fn live_members_carry_on_across_a_broker_sigkill() {
     let b = Broker::start();
     create_topic(&b, "live", PARTITIONS);
-    let cs = [consumer(&b, "g-live", "live", &[]), consumer(&b, "g-live", "live", &[])];
+    let cs = [
+        consumer(&b, "g-live", "live", &[]),
+        consumer(&b, "g-live", "live", &[]),
+    ];
     let refs: Vec<&GroupConsumer> = cs.iter().collect();
     wait_assignments(&refs, "a 3/3 split", |a| {
         is_partition_of(a, PARTITIONS) && a.iter().all(|s| s.len() == 3)
@@ -657,9 +716,12 @@ fn static_member_that_does_not_return_expires_and_its_partitions_move() {
     drop(gone);
     produce(&b, "static-gone", PARTITIONS, 10, 20);
     let mut rest = vec![vec![]];
-    poll_until(&[&stay], &mut rest, "the other 60 records on the last member", |g| {
-        g[0].len() >= 60
-    });
+    poll_until(
+        &[&stay],
+        &mut rest,
+        "the other 60 records on the last member",
+        |g| g[0].len() >= 60,
+    );
     got.extend(rest);
     assert_eq!(received(&got), expected(0..PARTITIONS, 0, 20));
     assert_eq!(assigned(&stay), (0..PARTITIONS).collect());
@@ -682,12 +744,17 @@ fn cooperative_sticky_third_member_joins_and_one_leaves() {
     produce(&b, "coop3", PARTITIONS, 0, 10);
     let c3 = consumer(&b, "g-coop3", "coop3", &coop);
     let mut got = vec![vec![], vec![], vec![]];
-    poll_until(&[&c1, &c2, &c3], &mut got, "a 2/2/2 split and 60 records", |g| {
-        let a = [assigned(&c1), assigned(&c2), assigned(&c3)];
-        is_partition_of(&a, PARTITIONS)
-            && a.iter().all(|s| s.len() == 2)
-            && g.iter().map(Vec::len).sum::<usize>() >= 60
-    });
+    poll_until(
+        &[&c1, &c2, &c3],
+        &mut got,
+        "a 2/2/2 split and 60 records",
+        |g| {
+            let a = [assigned(&c1), assigned(&c2), assigned(&c3)];
+            is_partition_of(&a, PARTITIONS)
+                && a.iter().all(|s| s.len() == 2)
+                && g.iter().map(Vec::len).sum::<usize>() >= 60
+        },
+    );
     // Sticky: each of the first two kept two of its three partitions.
     let revoked: Vec<usize> = [&c1, &c2]
         .iter()

@@ -78,7 +78,10 @@ impl Broker {
             .arg("--data-dir")
             .arg(dir)
             // Quiet unless the test run asks for the broker's log.
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -392,7 +395,11 @@ pub fn poll_until(
 }
 
 /// Every record of `partitions` × `from..to`, as (partition, payload).
-pub fn expected(partitions: impl IntoIterator<Item = i32>, from: usize, to: usize) -> Vec<(i32, String)> {
+pub fn expected(
+    partitions: impl IntoIterator<Item = i32>,
+    from: usize,
+    to: usize,
+) -> Vec<(i32, String)> {
     let mut v: Vec<(i32, String)> = partitions
         .into_iter()
         .flat_map(|p| (from..to).map(move |i| (p, payload(p, i))))
@@ -418,7 +425,9 @@ pub fn committed(c: &GroupConsumer, topic: &str, partitions: i32) -> HashMap<i32
     for p in 0..partitions {
         tpl.add_partition(topic, p);
     }
-    let r = c.committed_offsets(tpl, TIMEOUT).expect("committed offsets");
+    let r = c
+        .committed_offsets(tpl, TIMEOUT)
+        .expect("committed offsets");
     r.elements()
         .iter()
         .map(|e| (e.partition(), e.offset().to_raw().unwrap_or(-1)))
@@ -444,7 +453,10 @@ pub fn wait_assignments(
         );
         for c in consumers {
             if let Some(r) = c.poll(Duration::from_millis(20)) {
-                panic!("unexpected record or error while waiting for {what}: {:?}", r.map(|m| m.offset()));
+                panic!(
+                    "unexpected record or error while waiting for {what}: {:?}",
+                    r.map(|m| m.offset())
+                );
             }
         }
     }
