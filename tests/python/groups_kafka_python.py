@@ -166,6 +166,11 @@ def main():
     offsets = offsets.get(other, offsets)
     check({tp.partition: (o.offset, o.metadata) for tp, o in offsets.items()} ==
           {0: (3, "m"), 1: (7, "")}, f"altered offsets read back: {offsets}")
+    # OffsetFetch v8 asks for several groups at once (batched per coordinator).
+    both = admin.list_group_offsets({group: None, other: None})
+    check({g: {tp.partition: o.offset for tp, o in offs.items()} for g, offs in both.items()} ==
+          {group: {q: PER_PARTITION for q in range(PARTITIONS)}, other: {0: 3, 1: 7}},
+          f"list_group_offsets of two groups at once: {both}")
     r = admin.delete_group_offsets(other, [TopicPartition(topic, 0)])
     check(all(errname(e) == "NoError" for e in r.values()), f"delete_group_offsets {r}")
     offsets = admin.list_group_offsets({other: None})
