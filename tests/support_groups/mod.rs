@@ -67,10 +67,22 @@ impl Broker {
     }
 
     fn start_in(dir: &Path, delay_ms: u32) -> Broker {
-        Broker::start_on(dir, delay_ms, free_port())
+        // A free range can be taken between the probe and the bind (clients' ephemeral ports
+        // come from the same pool): a broker that exits at start is tried on a new range.
+        for _ in 0..5 {
+            if let Some(b) = Broker::try_start_on(dir, delay_ms, free_port()) {
+                return b;
+            }
+        }
+        panic!("sable did not start on any of 5 port ranges");
     }
 
     fn start_on(dir: &Path, delay_ms: u32, port: u16) -> Broker {
+        Broker::try_start_on(dir, delay_ms, port).expect("sable exited at start")
+    }
+
+    /// Starts sable and waits for its ports; `None` if it exited first.
+    fn try_start_on(dir: &Path, delay_ms: u32, port: u16) -> Option<Broker> {
         let child = Command::new(env!("CARGO_BIN_EXE_sable"))
             .args(["--shards", &SHARDS.to_string()])
             .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -86,23 +98,24 @@ impl Broker {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start sable");
-        let b = Broker {
+        let mut b = Broker {
             child: Some(child),
             port,
             data_dir: dir.to_path_buf(),
             delay_ms,
             _tmp: None,
         };
-        b.wait_ready();
-        b
-    }
-
-    fn wait_ready(&self) {
         let started = Instant::now();
-        while !(0..=SHARDS).all(|i| TcpStream::connect(("127.0.0.1", self.port + i)).is_ok()) {
+        while !(0..=SHARDS).all(|i| TcpStream::connect(("127.0.0.1", port + i)).is_ok()) {
+            if let Some(status) = b.child.as_mut().unwrap().try_wait().expect("try_wait") {
+                eprintln!("sable exited at start on port {port}: {status}");
+                b.child = None;
+                return None;
+            }
             assert!(started.elapsed() < START_TIMEOUT, "sable did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
+        Some(b)
     }
 
     pub fn bootstrap(&self) -> String {
