@@ -57,6 +57,54 @@ fn three_members(strategy: &str) {
 }
 
 /// A kafka-python member in a child process (tests/python/group_member.py), SIGKILLed by the
+/// A Python interpreter that can `import kafka`: `SABLE_TEST_PYTHON` if set (CI points it at its
+/// venv), else `python3` if it has kafka-python, else a venv made once under `target/` with
+/// kafka-python from PyPI, so that `cargo test` works on a fresh machine.
+fn kafka_python() -> String {
+    use std::process::Command;
+    static PYTHON: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            if let Ok(p) = std::env::var("SABLE_TEST_PYTHON") {
+                return p;
+            }
+            let imports = |python: &str| {
+                Command::new(python)
+                    .args(["-c", "import kafka"])
+                    .status()
+                    .is_ok_and(|s| s.success())
+            };
+            if imports("python3") {
+                return "python3".into();
+            }
+            let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/target/test-venv");
+            let python = format!("{venv}/bin/python");
+            if !imports(&python) {
+                let made = Command::new("python3").args(["-m", "venv", venv]).status();
+                assert!(
+                    made.is_ok_and(|s| s.success()),
+                    "python3 -m venv {venv} failed"
+                );
+                let pip = Command::new(&python)
+                    .args([
+                        "-m",
+                        "pip",
+                        "install",
+                        "-q",
+                        "--disable-pip-version-check",
+                        "kafka-python==3.0.12",
+                    ])
+                    .status();
+                assert!(
+                    pip.is_ok_and(|s| s.success()),
+                    "pip install kafka-python failed"
+                );
+            }
+            python
+        })
+        .clone()
+}
+
 /// test: a member that dies without leaving. Its stdout lines arrive on `lines`.
 struct PyMember {
     child: std::process::Child,
@@ -69,8 +117,7 @@ impl PyMember {
     fn start(b: &Broker, group: &str, topic: &str) -> PyMember {
         use std::io::BufRead;
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/group_member.py");
-        // CI runs kafka-python from a venv: SABLE_TEST_PYTHON names its interpreter.
-        let python = std::env::var("SABLE_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+        let python = kafka_python();
         let mut child = std::process::Command::new(python)
             .args([script, &b.bootstrap(), group, topic])
             .stdout(std::process::Stdio::piped())
