@@ -55,7 +55,11 @@ async fn delete(
     // Removed from memory before any await, so no member can join between the Empty check and
     // the removal. The answer waits for the durable tombstone: a crash before it leaves the
     // group in the log, which is right, since the delete was never acknowledged.
-    ctx.groups.manager.borrow_mut().delete(group_id).map_err(Ok)?;
+    ctx.groups
+        .manager
+        .borrow_mut()
+        .delete(group_id)
+        .map_err(Ok)?;
     let tombstone = [Entry::GroupDeleted {
         group_id: group_id.to_string(),
     }];

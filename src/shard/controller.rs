@@ -59,16 +59,7 @@ impl Controller {
                 Err(e) => results.push(Err(e)),
             }
         }
-        if !validate_only
-            && results.iter().any(Result::is_ok)
-            && let Err(e) = self.commit(peers, next).await
-        {
-            return results
-                .into_iter()
-                .map(|_| Err(TopicError::Storage(format!("metadata not persisted: {e}"))))
-                .collect();
-        }
-        results
+        self.commit_all(peers, next, results, validate_only).await
     }
 
     pub async fn delete_topics(
@@ -89,15 +80,7 @@ impl Controller {
                 None => results.push(Err(TopicError::Unknown(name.clone()))),
             }
         }
-        if results.iter().any(Result::is_ok)
-            && let Err(e) = self.commit(peers, next).await
-        {
-            return results
-                .into_iter()
-                .map(|_| Err(TopicError::Storage(format!("metadata not persisted: {e}"))))
-                .collect();
-        }
-        results
+        self.commit_all(peers, next, results, false).await
     }
 
     /// Reserves `count` producer ids; persisted before any of them is used.
@@ -121,6 +104,27 @@ impl Controller {
             .await
             .map_err(|e| TopicError::Storage(format!("metadata not persisted: {e}")))?;
         Ok(start)
+    }
+
+    /// Commits `next` when any part of the request succeeded (and it is no dry run). If the
+    /// commit fails nothing was applied, so every answer becomes the storage error.
+    async fn commit_all<T>(
+        &self,
+        peers: &Rc<ShardPeers>,
+        next: MetadataState,
+        results: Vec<Result<T, TopicError>>,
+        validate_only: bool,
+    ) -> Vec<Result<T, TopicError>> {
+        if validate_only || !results.iter().any(Result::is_ok) {
+            return results;
+        }
+        match self.commit(peers, next).await {
+            Ok(()) => results,
+            Err(e) => results
+                .into_iter()
+                .map(|_| Err(TopicError::Storage(format!("metadata not persisted: {e}"))))
+                .collect(),
+        }
     }
 
     /// Persists the new state, then makes every shard apply it (open or delete partitions).
@@ -231,15 +235,6 @@ impl Controller {
                 Err(e) => results.push(Err(e)),
             }
         }
-        if !validate_only
-            && results.iter().any(Result::is_ok)
-            && let Err(e) = self.commit(peers, next).await
-        {
-            return results
-                .into_iter()
-                .map(|_| Err(TopicError::Storage(format!("metadata not persisted: {e}"))))
-                .collect();
-        }
-        results
+        self.commit_all(peers, next, results, validate_only).await
     }
 }

@@ -44,6 +44,13 @@ pub struct Shard {
 }
 
 impl Shard {
+    /// The controller role; only shard 0 has it, and only it is asked to act as controller.
+    pub fn controller(&self) -> &Controller {
+        self.controller
+            .as_ref()
+            .expect("only shard 0 runs controller operations")
+    }
+
     /// Opens the partitions this shard owns in `image` and closes and deletes the ones it owns
     /// no more (deleted topics); then publishes the image to this shard's handlers.
     pub async fn apply_image(&self, image: Arc<MetadataImage>) {

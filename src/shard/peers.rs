@@ -79,6 +79,32 @@ impl ShardPeers {
             .expect("peers outlive their shard only during shutdown")
     }
 
+    /// Runs a controller operation: directly when this is shard 0, else as a message to it.
+    /// `unavailable` answers when the controller cannot be reached (it is stopping).
+    fn on_controller<A, T, Fut>(
+        self: &Rc<Self>,
+        args: A,
+        local: impl FnOnce(Rc<Shard>, Rc<ShardPeers>, A) -> Fut + 'static,
+        message: impl FnOnce(A, oneshot::Sender<T>) -> ShardMsg + 'static,
+        unavailable: impl FnOnce() -> T + 'static,
+    ) -> LocalBoxFuture<'static, T>
+    where
+        A: 'static,
+        T: 'static,
+        Fut: std::future::Future<Output = T> + 'static,
+    {
+        let this = self.clone();
+        async move {
+            if this.me == ShardId::CONTROLLER {
+                return local(this.shard(), this.clone(), args).await;
+            }
+            this.ask(ShardId::CONTROLLER, |reply| message(args, reply))
+                .await
+                .unwrap_or_else(unavailable)
+        }
+        .boxed_local()
+    }
+
     async fn ask<T>(
         &self,
         to: ShardId,
@@ -124,54 +150,31 @@ impl Peers for Rc<ShardPeers> {
         specs: Vec<TopicSpec>,
         validate_only: bool,
     ) -> LocalBoxFuture<'static, TopicResults> {
-        let this = self.clone();
-        async move {
-            let n = specs.len();
-            if n == 0 {
-                return vec![];
-            }
-            if this.me == ShardId::CONTROLLER {
-                let shard = this.shard();
-                let controller = shard
-                    .controller
-                    .as_ref()
-                    .expect("shard 0 is the controller");
-                return controller.create_topics(&this, specs, validate_only).await;
-            }
-            this.ask(ShardId::CONTROLLER, |reply| ShardMsg::CreateTopics {
+        let n = specs.len();
+        self.on_controller(
+            specs,
+            move |c, peers, specs| async move {
+                c.controller()
+                    .create_topics(&peers, specs, validate_only)
+                    .await
+            },
+            move |specs, reply| ShardMsg::CreateTopics {
                 specs,
                 validate_only,
                 reply,
-            })
-            .await
-            .unwrap_or_else(|| gone(n))
-        }
-        .boxed_local()
+            },
+            move || gone(n),
+        )
     }
 
     fn delete_topics(&self, names: Vec<String>) -> LocalBoxFuture<'static, TopicResults> {
-        let this = self.clone();
-        async move {
-            let n = names.len();
-            if n == 0 {
-                return vec![];
-            }
-            if this.me == ShardId::CONTROLLER {
-                let shard = this.shard();
-                let controller = shard
-                    .controller
-                    .as_ref()
-                    .expect("shard 0 is the controller");
-                return controller.delete_topics(&this, names).await;
-            }
-            this.ask(ShardId::CONTROLLER, |reply| ShardMsg::DeleteTopics {
-                names,
-                reply,
-            })
-            .await
-            .unwrap_or_else(|| gone(n))
-        }
-        .boxed_local()
+        let n = names.len();
+        self.on_controller(
+            names,
+            |c, peers, names| async move { c.controller().delete_topics(&peers, names).await },
+            |names, reply| ShardMsg::DeleteTopics { names, reply },
+            move || gone(n),
+        )
     }
 
     fn sleep(&self, duration: Duration) -> LocalBoxFuture<'static, ()> {
@@ -179,24 +182,12 @@ impl Peers for Rc<ShardPeers> {
     }
 
     fn reserve_producer_ids(&self, count: i64) -> LocalBoxFuture<'static, Result<i64, TopicError>> {
-        let this = self.clone();
-        async move {
-            if this.me == ShardId::CONTROLLER {
-                let shard = this.shard();
-                let controller = shard
-                    .controller
-                    .as_ref()
-                    .expect("shard 0 is the controller");
-                return controller.reserve_producer_ids(&this, count).await;
-            }
-            this.ask(ShardId::CONTROLLER, |reply| ShardMsg::ReserveProducerIds {
-                count,
-                reply,
-            })
-            .await
-            .unwrap_or(Err(TopicError::ControllerUnavailable))
-        }
-        .boxed_local()
+        self.on_controller(
+            count,
+            |c, peers, count| async move { c.controller().reserve_producer_ids(&peers, count).await },
+            |count, reply| ShardMsg::ReserveProducerIds { count, reply },
+            || Err(TopicError::ControllerUnavailable),
+        )
     }
 
     fn list_groups(
@@ -234,35 +225,25 @@ impl Peers for Rc<ShardPeers> {
         alterations: Vec<TopicAlteration>,
         validate_only: bool,
     ) -> LocalBoxFuture<'static, Vec<Result<(), TopicError>>> {
-        let this = self.clone();
-        async move {
-            let n = alterations.len();
-            if n == 0 {
-                return vec![];
-            }
-            if this.me == ShardId::CONTROLLER {
-                let shard = this.shard();
-                let controller = shard
-                    .controller
-                    .as_ref()
-                    .expect("shard 0 is the controller");
-                return controller
-                    .alter_configs(&this, alterations, validate_only)
-                    .await;
-            }
-            this.ask(ShardId::CONTROLLER, |reply| ShardMsg::AlterConfigs {
+        let n = alterations.len();
+        self.on_controller(
+            alterations,
+            move |c, peers, alterations| async move {
+                c.controller()
+                    .alter_configs(&peers, alterations, validate_only)
+                    .await
+            },
+            move |alterations, reply| ShardMsg::AlterConfigs {
                 alterations,
                 validate_only,
                 reply,
-            })
-            .await
-            .unwrap_or_else(|| {
+            },
+            move || {
                 (0..n)
                     .map(|_| Err(TopicError::ControllerUnavailable))
                     .collect()
-            })
-        }
-        .boxed_local()
+            },
+        )
     }
 
     fn create_partitions(
@@ -270,35 +251,25 @@ impl Peers for Rc<ShardPeers> {
         growths: Vec<PartitionGrowth>,
         validate_only: bool,
     ) -> LocalBoxFuture<'static, Vec<Result<(), TopicError>>> {
-        let this = self.clone();
-        async move {
-            let n = growths.len();
-            if n == 0 {
-                return vec![];
-            }
-            if this.me == ShardId::CONTROLLER {
-                let shard = this.shard();
-                let controller = shard
-                    .controller
-                    .as_ref()
-                    .expect("shard 0 is the controller");
-                return controller
-                    .create_partitions(&this, growths, validate_only)
-                    .await;
-            }
-            this.ask(ShardId::CONTROLLER, |reply| ShardMsg::CreatePartitions {
+        let n = growths.len();
+        self.on_controller(
+            growths,
+            move |c, peers, growths| async move {
+                c.controller()
+                    .create_partitions(&peers, growths, validate_only)
+                    .await
+            },
+            move |growths, reply| ShardMsg::CreatePartitions {
                 growths,
                 validate_only,
                 reply,
-            })
-            .await
-            .unwrap_or_else(|| {
+            },
+            move || {
                 (0..n)
                     .map(|_| Err(TopicError::ControllerUnavailable))
                     .collect()
-            })
-        }
-        .boxed_local()
+            },
+        )
     }
 }
 
@@ -311,10 +282,7 @@ pub async fn handle(shard: Rc<Shard>, msg: ShardMsg) {
             validate_only,
             reply,
         } => {
-            let controller = shard
-                .controller
-                .as_ref()
-                .expect("only the controller receives CreateTopics");
+            let controller = shard.controller();
             let _ = reply.send(
                 controller
                     .create_topics(&shard.peers, specs, validate_only)
@@ -322,10 +290,7 @@ pub async fn handle(shard: Rc<Shard>, msg: ShardMsg) {
             );
         }
         ShardMsg::DeleteTopics { names, reply } => {
-            let controller = shard
-                .controller
-                .as_ref()
-                .expect("only the controller receives DeleteTopics");
+            let controller = shard.controller();
             let _ = reply.send(controller.delete_topics(&shard.peers, names).await);
         }
         ShardMsg::ApplyImage { image, reply } => {
@@ -333,10 +298,7 @@ pub async fn handle(shard: Rc<Shard>, msg: ShardMsg) {
             let _ = reply.send(());
         }
         ShardMsg::ReserveProducerIds { count, reply } => {
-            let controller = shard
-                .controller
-                .as_ref()
-                .expect("only the controller reserves producer ids");
+            let controller = shard.controller();
             let _ = reply.send(controller.reserve_producer_ids(&shard.peers, count).await);
         }
         ShardMsg::ListGroups { states, reply } => {
@@ -351,10 +313,7 @@ pub async fn handle(shard: Rc<Shard>, msg: ShardMsg) {
             validate_only,
             reply,
         } => {
-            let controller = shard
-                .controller
-                .as_ref()
-                .expect("only the controller receives AlterConfigs");
+            let controller = shard.controller();
             let _ = reply.send(
                 controller
                     .alter_configs(&shard.peers, alterations, validate_only)
@@ -366,10 +325,7 @@ pub async fn handle(shard: Rc<Shard>, msg: ShardMsg) {
             validate_only,
             reply,
         } => {
-            let controller = shard
-                .controller
-                .as_ref()
-                .expect("only the controller receives CreatePartitions");
+            let controller = shard.controller();
             let _ = reply.send(
                 controller
                     .create_partitions(&shard.peers, growths, validate_only)
