@@ -82,6 +82,11 @@ pub struct Config {
     #[arg(long, env = "SABLE_FLUSH_INTERVAL_MS", default_value_t = 1000)]
     pub flush_interval_ms: u64,
 
+    /// Largest Fetch response in bytes, whatever the client asks; the first batch is always
+    /// sent whole so a larger batch still makes progress (Kafka: fetch.max.bytes).
+    #[arg(long, env = "SABLE_FETCH_MAX_BYTES", default_value_t = limits::FETCH_RESPONSE_MAX_BYTES_DEFAULT)]
+    pub fetch_max_bytes: u32,
+
     /// Send fetched record data with sendfile (zero copy) rather than an io_uring read + write.
     #[arg(long, env = "SABLE_FETCH_SENDFILE", default_value_t = true, action = clap::ArgAction::Set)]
     pub fetch_sendfile: bool,

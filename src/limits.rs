@@ -25,6 +25,8 @@ pub const TOPIC_PARTITIONS_MAX: i32 = 10_000;
 pub const MESH_CHANNEL_CAPACITY: usize = 64;
 /// Longest a fetch may wait for min_bytes, whatever the client asks.
 pub const FETCH_WAIT_MAX_MS: i32 = 30_000;
+/// Largest Fetch response a client may ask for. Kafka: fetch.max.bytes (55 MiB).
+pub const FETCH_RESPONSE_MAX_BYTES_DEFAULT: u32 = 55 * MIB;
 /// Producer ids a shard reserves from the controller at a time.
 pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
 /// Allocations at least this large are served by a lazily-committed mapping (see `alloc`).

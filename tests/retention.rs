@@ -158,3 +158,48 @@ async fn delete_records_moves_the_log_start_across_a_crash() {
         "reading from the beginning starts at 42"
     );
 }
+
+/// Fetch v4 of `topic`-0 from offset 0 asking for up to 10 MB; the record bytes returned.
+fn fetch_all_asked(broker: &Broker, topic: &str) -> usize {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
+    let req = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_min_bytes(0)
+        .with_max_bytes(10_000_000)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partitions(vec![
+                    FetchPartition::default()
+                        .with_partition(0)
+                        .with_fetch_offset(0)
+                        .with_partition_max_bytes(10_000_000),
+                ]),
+        ]);
+    // A fresh broker's first topic has its one partition on shard 0.
+    let mut s = wire::connect(([127, 0, 0, 1], broker.port + 1).into());
+    let resp: FetchResponse = wire::call(&mut s, ApiKey::Fetch, 4, &req);
+    let p = &resp.responses[0].partitions[0];
+    assert_eq!(p.error_code, 0);
+    assert_eq!(p.high_watermark, 20);
+    p.records.as_ref().map_or(0, |r| r.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_max_bytes_caps_what_a_client_asks_for() {
+    for (cap, expect_all) in [(None, true), (Some("1000"), false)] {
+        let args: Vec<&str> = cap.map_or(vec![], |c| vec!["--fetch-max-bytes", c]);
+        let broker = Broker::start_with(&args);
+        kafka::create_topic(&broker.bootstrap(), "capped", 1, &[]).await;
+        // Twenty single-record batches of about 270 bytes each.
+        produce(&broker.bootstrap(), "capped", 20, now_ms()).await;
+        let got = fetch_all_asked(&broker, "capped");
+        if expect_all {
+            assert!(got > 20 * 200, "uncapped fetch returned only {got} bytes");
+        } else {
+            assert!(got > 0 && got <= 1000, "capped fetch returned {got} bytes");
+        }
+    }
+}

@@ -97,10 +97,11 @@ async fn read_all(
     req: &FetchRequest,
     version: i16,
 ) -> (Vec<TopicData<FileRegion>>, u64, bool) {
+    // The broker's fetch.max.bytes caps what a client may ask for (KIP-74).
     let max_bytes = if req.max_bytes > 0 {
-        req.max_bytes as u64
+        (req.max_bytes as u64).min(u64::from(ctx.config.fetch_max_bytes))
     } else {
-        u64::from(u32::MAX)
+        u64::from(ctx.config.fetch_max_bytes)
     };
     let mut total_bytes = 0u64;
     let mut failed = false;
