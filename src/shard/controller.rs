@@ -106,16 +106,16 @@ impl Controller {
         Ok(start)
     }
 
-    /// Commits `next` when any part of the request succeeded (and it is no dry run). If the
+    /// Commits `next` when any part of the request succeeded, unless `skip` (a dry run). If the
     /// commit fails nothing was applied, so every answer becomes the storage error.
     async fn commit_all<T>(
         &self,
         peers: &Rc<ShardPeers>,
         next: MetadataState,
         results: Vec<Result<T, TopicError>>,
-        validate_only: bool,
+        skip: bool,
     ) -> Vec<Result<T, TopicError>> {
-        if validate_only || !results.iter().any(Result::is_ok) {
+        if skip || !results.iter().any(Result::is_ok) {
             return results;
         }
         match self.commit(peers, next).await {
@@ -189,13 +189,8 @@ impl Controller {
                 Err(e) => results.push(Err(e.into())),
             }
         }
-        if changed && let Err(e) = self.commit(peers, next).await {
-            return results
-                .into_iter()
-                .map(|_| Err(TopicError::Storage(format!("metadata not persisted: {e}"))))
-                .collect();
-        }
-        results
+        // Alterations that change nothing (or a dry run) leave nothing to commit.
+        self.commit_all(peers, next, results, !changed).await
     }
 
     /// Grows topics (CreatePartitions); answers once the new partitions accept writes.

@@ -138,7 +138,7 @@ impl ShardPeers {
     }
 }
 
-fn gone(n: usize) -> TopicResults {
+fn gone<T>(n: usize) -> Vec<Result<T, TopicError>> {
     (0..n)
         .map(|_| Err(TopicError::ControllerUnavailable))
         .collect()
@@ -238,11 +238,7 @@ impl Peers for Rc<ShardPeers> {
                 validate_only,
                 reply,
             },
-            move || {
-                (0..n)
-                    .map(|_| Err(TopicError::ControllerUnavailable))
-                    .collect()
-            },
+            move || gone(n),
         )
     }
 
@@ -264,11 +260,7 @@ impl Peers for Rc<ShardPeers> {
                 validate_only,
                 reply,
             },
-            move || {
-                (0..n)
-                    .map(|_| Err(TopicError::ControllerUnavailable))
-                    .collect()
-            },
+            move || gone(n),
         )
     }
 }
