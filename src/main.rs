@@ -51,6 +51,11 @@ fn run(config: Config) -> Result<ExitCode, String> {
     ensure_memlock(MEMLOCK_MIN_BYTES)?;
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
+    // glommio opens files and directories with io_uring openat relative to no directory, so a
+    // relative path (the default ./data) fails with EBADF: resolve it once, here.
+    let mut config = config;
+    config.data_dir = std::fs::canonicalize(&config.data_dir)
+        .map_err(|e| format!("cannot resolve data dir {}: {e}", config.data_dir.display()))?;
     let _lock = lock_data_dir(&config.data_dir)?;
     let state = load_metadata(&config.data_dir)?;
     tracing::info!(

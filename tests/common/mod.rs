@@ -177,10 +177,13 @@ impl Broker {
         }
         // Plain text in the captured log: no ANSI colour codes.
         cmd.env("NO_COLOR", "1");
-        cmd.arg("--listen")
+        // Run from the temp dir with a relative data dir, as `cargo run --release` uses ./data:
+        // relative paths once broke every directory open (glommio resolves none of them).
+        cmd.current_dir(self.dir.path())
+            .arg("--listen")
             .arg(self.bootstrap())
             .arg("--data-dir")
-            .arg(self.data_dir());
+            .arg("data");
         if !self.extra_args.iter().any(|a| a == "--shards") {
             cmd.arg("--shards").arg(self.shards.to_string());
         }
