@@ -40,12 +40,7 @@ impl Controller {
         specs: Vec<TopicSpec>,
         validate_only: bool,
     ) -> Vec<Result<[u8; 16], TopicError>> {
-        let _turn = self
-            .changing
-            .acquire_permit(1)
-            .await
-            .expect("semaphore never closes");
-        let mut next = self.state.borrow().clone();
+        let (_turn, mut next) = self.begin_change().await;
         let mut results = Vec::with_capacity(specs.len());
         for spec in &specs {
             let id = *uuid::Uuid::new_v4().as_bytes();
@@ -67,12 +62,7 @@ impl Controller {
         peers: &Rc<ShardPeers>,
         names: Vec<String>,
     ) -> Vec<Result<[u8; 16], TopicError>> {
-        let _turn = self
-            .changing
-            .acquire_permit(1)
-            .await
-            .expect("semaphore never closes");
-        let mut next = self.state.borrow().clone();
+        let (_turn, mut next) = self.begin_change().await;
         let mut results = Vec::with_capacity(names.len());
         for name in &names {
             match next.topics.iter().position(|t| &t.name == name) {
@@ -90,12 +80,7 @@ impl Controller {
         count: i64,
     ) -> Result<i64, TopicError> {
         assert!(count > 0);
-        let _turn = self
-            .changing
-            .acquire_permit(1)
-            .await
-            .expect("semaphore never closes");
-        let mut next = self.state.borrow().clone();
+        let (_turn, mut next) = self.begin_change().await;
         let start = next.next_producer_id;
         next.next_producer_id = start
             .checked_add(count)
@@ -104,6 +89,17 @@ impl Controller {
             .await
             .map_err(|e| TopicError::Storage(format!("metadata not persisted: {e}")))?;
         Ok(start)
+    }
+
+    /// Waits for this controller's turn (one change at a time) and returns it with a copy of the
+    /// current state to change.
+    async fn begin_change(&self) -> (glommio::sync::Permit<'_>, MetadataState) {
+        let turn = self
+            .changing
+            .acquire_permit(1)
+            .await
+            .expect("semaphore never closes");
+        (turn, self.state.borrow().clone())
     }
 
     /// Commits `next` when any part of the request succeeded, unless `skip` (a dry run). If the
@@ -165,12 +161,7 @@ impl Controller {
         alterations: Vec<TopicAlteration>,
         validate_only: bool,
     ) -> Vec<Result<(), TopicError>> {
-        let _turn = self
-            .changing
-            .acquire_permit(1)
-            .await
-            .expect("semaphore never closes");
-        let mut next = self.state.borrow().clone();
+        let (_turn, mut next) = self.begin_change().await;
         let mut results = Vec::with_capacity(alterations.len());
         let mut changed = false;
         for a in &alterations {
@@ -200,12 +191,7 @@ impl Controller {
         growths: Vec<PartitionGrowth>,
         validate_only: bool,
     ) -> Vec<Result<(), TopicError>> {
-        let _turn = self
-            .changing
-            .acquire_permit(1)
-            .await
-            .expect("semaphore never closes");
-        let mut next = self.state.borrow().clone();
+        let (_turn, mut next) = self.begin_change().await;
         let mut results = Vec::with_capacity(growths.len());
         for g in &growths {
             if growths.iter().filter(|o| o.topic == g.topic).count() > 1 {
