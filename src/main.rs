@@ -27,14 +27,24 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // A log line that cannot be written (stderr on a full disk, a closed pipe) is lost; by
+        // default tracing-subscriber reports that with eprintln!, which panics, and the broker
+        // would abort exactly when its data disk fills up.
+        .log_internal_errors(false)
         .init();
     match run(config) {
         Ok(code) => code,
         Err(msg) => {
-            eprintln!("sable: {msg}");
+            say(&format!("sable: {msg}"));
             ExitCode::from(EXIT_CONFIG)
         }
     }
+}
+
+/// One line on stderr; unlike eprintln!, a failed write is ignored rather than a panic.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 fn run(config: Config) -> Result<ExitCode, String> {
@@ -86,11 +96,11 @@ fn run(config: Config) -> Result<ExitCode, String> {
             Ok(Ok(())) => {}
             Ok(Err(msg)) => {
                 // A shard that cannot serve makes the whole broker unusable: stop at once.
-                eprintln!("sable: shard {i}: {msg}");
+                say(&format!("sable: shard {i}: {msg}"));
                 std::process::exit(1);
             }
             Err(e) => {
-                eprintln!("sable: shard {i} failed: {e}");
+                say(&format!("sable: shard {i} failed: {e}"));
                 failed = true;
             }
         }

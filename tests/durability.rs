@@ -170,3 +170,16 @@ async fn sigkill_twice_in_a_row_recovers() {
     broker.start_again();
     assert_topic_holds(&broker, "double", 1, &expected);
 }
+
+/// A broker whose log cannot be written (its stderr on its own full data disk) keeps serving,
+/// restarts, and stops with exit 0. It used to abort on the first log line that failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_that_cannot_be_written_does_not_stop_the_broker() {
+    let mut broker = Broker::start_logging_to_dev_full(&[]);
+    broker.create_topic("unlogged", 2).await;
+    let expected = produce_round(&broker, "unlogged", 2, 20, "unlogged").await;
+    assert_dense(&expected, 2);
+    assert_topic_holds(&broker, "unlogged", 2, &expected);
+    broker.restart();
+    assert_topic_holds(&broker, "unlogged", 2, &expected);
+}

@@ -59,6 +59,8 @@ pub struct Broker {
     dir: TempDir,
     /// Set once a failure message carried the stderr, so `Drop` does not print it again.
     stderr_printed: Cell<bool>,
+    /// stdout and stderr go to /dev/full: every log write fails, as on a full disk.
+    log_to_dev_full: bool,
 }
 
 impl Broker {
@@ -69,6 +71,16 @@ impl Broker {
 
     /// A broker with two shards (unless `args` holds `--shards`) and the extra `args`.
     pub fn start_with(args: &[&str]) -> Broker {
+        Broker::launch(args, false)
+    }
+
+    /// As `start_with`, but the broker's stdout and stderr are /dev/full, where every write fails
+    /// with ENOSPC: a broker whose log sits on its own full data disk.
+    pub fn start_logging_to_dev_full(args: &[&str]) -> Broker {
+        Broker::launch(args, true)
+    }
+
+    fn launch(args: &[&str], log_to_dev_full: bool) -> Broker {
         let shards = match args.iter().position(|a| *a == "--shards") {
             Some(i) => args[i + 1].parse().expect("--shards takes a number"),
             None => SHARDS_DEFAULT,
@@ -84,6 +96,7 @@ impl Broker {
             extra_args: args.iter().map(|a| a.to_string()).collect(),
             dir,
             stderr_printed: Cell::new(false),
+            log_to_dev_full,
         };
         broker.spawn();
         broker.wait_ready();
@@ -163,11 +176,15 @@ impl Broker {
     }
 
     fn spawn(&mut self) {
-        let stderr = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.stderr_path())
-            .expect("open broker stderr file");
+        let stderr = if self.log_to_dev_full {
+            OpenOptions::new().write(true).open("/dev/full")
+        } else {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.stderr_path())
+        }
+        .expect("open broker stderr file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sable"));
         // A SABLE_* variable in the developer's shell would silently change what we test.
         for (key, _) in std::env::vars_os() {
