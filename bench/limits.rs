@@ -1,6 +1,7 @@
 //! The machine's own ceilings, measured in the same run as a workload so a broker's numbers can
 //! be stated as fractions of them: loopback TCP bandwidth and round trip, memcpy bandwidth,
-//! sequential write + fdatasync bandwidth, and fdatasync latency after a 4 KiB append.
+//! page-cache write bandwidth and its CPU cost, sequential write + fdatasync bandwidth, and
+//! fdatasync latency after a 4 KiB append.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -108,21 +109,57 @@ fn scratch_file(dir: &Path, name: &str) -> io::Result<(File, PathBuf)> {
     Ok((f, path))
 }
 
-/// Bytes per second of 1 MiB sequential writes followed by one fdatasync, sync included.
-fn sequential_write(dir: &Path, test: Duration) -> io::Result<f64> {
-    let (mut f, path) = scratch_file(dir, "seq")?;
+/// One sequential-write probe: bytes per second, and CPU-seconds per GB of the writing thread.
+struct WriteProbe {
+    bytes_per_s: f64,
+    cpu_s_per_gb: f64,
+}
+
+/// 1 MiB sequential writes to a new file, then (with `sync`) one fdatasync, which is timed too.
+/// Without `sync` it measures what every page-cache broker pays per byte appended: on a VM whose
+/// free memory went back to the host, filling new page-cache pages can be several times slower
+/// than recycling reclaimed ones, so `MemFree` is reported beside it.
+fn sequential_write(dir: &Path, test: Duration, sync: bool) -> io::Result<WriteProbe> {
+    let (mut f, path) = scratch_file(dir, if sync { "seq" } else { "cache" })?;
     let chunk = vec![5u8; DISK_CHUNK_BYTES];
+    let cpu_before = thread_cpu_s();
     let started = Instant::now();
     let mut written = 0u64;
     while started.elapsed() < test && written < DISK_WRITE_MAX_BYTES {
         f.write_all(&chunk)?;
         written += chunk.len() as u64;
     }
-    f.sync_data()?;
-    let rate = written as f64 / started.elapsed().as_secs_f64();
+    if sync {
+        f.sync_data()?;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = thread_cpu_s() - cpu_before;
     drop(f);
     std::fs::remove_file(path)?;
-    Ok(rate)
+    Ok(WriteProbe {
+        bytes_per_s: written as f64 / elapsed,
+        cpu_s_per_gb: cpu / (written as f64 / 1e9),
+    })
+}
+
+/// CPU time (user + system) of the calling thread, in seconds.
+fn thread_cpu_s() -> f64 {
+    // SAFETY: getrusage writes one plain struct we own; RUSAGE_THREAD is valid on Linux.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_THREAD, &mut usage);
+        usage
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+/// MemFree from /proc/meminfo in MB, or None where it cannot be read.
+fn mem_free_mb() -> Option<f64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemFree:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024.0 / 1e6)
 }
 
 /// fdatasync latency after each 4 KiB append: (p50, p99, max) in microseconds, samples.
@@ -167,7 +204,11 @@ pub fn run(args: &LimitsArgs) -> (Value, u64) {
         .map_err(|e| note("loopback round trip", e))
         .ok();
     let memcpy = memcpy_bandwidth(test);
-    let seq = sequential_write(dir, test)
+    let free_before = mem_free_mb();
+    let cache = sequential_write(dir, test, false)
+        .map_err(|e| note("page-cache write", e))
+        .ok();
+    let seq = sequential_write(dir, test, true)
         .map_err(|e| note("sequential write", e))
         .ok();
     let sync = append_sync_latency(dir, test)
@@ -181,7 +222,10 @@ pub fn run(args: &LimitsArgs) -> (Value, u64) {
         "loopback_rtt_us": rtt.map(|(p50, p99, max)| json!({"p50": p50, "p99": p99, "max": max})),
         "memcpy_mb_per_s": mb(memcpy),
         "disk_dir": dir.display().to_string(),
-        "seq_write_fdatasync_mb_per_s": seq.map(mb),
+        "mem_free_mb": free_before,
+        "page_cache_write_mb_per_s": cache.as_ref().map(|p| mb(p.bytes_per_s)),
+        "page_cache_write_cpu_s_per_gb": cache.as_ref().map(|p| p.cpu_s_per_gb),
+        "seq_write_fdatasync_mb_per_s": seq.as_ref().map(|p| mb(p.bytes_per_s)),
         "fdatasync_4k_append_us": sync.map(|(p50, p99, max, n)| {
             json!({"p50": p50, "p99": p99, "max": max, "samples": n})
         }),
@@ -206,13 +250,13 @@ pub fn print_table(v: &Value, out: &mut dyn Write) -> io::Result<()> {
     writeln!(out, "\n== sable-bench limits ({} CPUs) ==", v["cpus"])?;
     writeln!(
         out,
-        "{:<36} {} MB/s",
+        "{:<38} {} MB/s",
         "loopback TCP, 1 stream",
         f("loopback_tcp_mb_per_s")
     )?;
     writeln!(
         out,
-        "{:<36} p50 {} us  p99 {} us  max {} us",
+        "{:<38} p50 {} us  p99 {} us  max {} us",
         "loopback 1-byte round trip",
         q("loopback_rtt_us", "p50"),
         q("loopback_rtt_us", "p99"),
@@ -220,19 +264,29 @@ pub fn print_table(v: &Value, out: &mut dyn Write) -> io::Result<()> {
     )?;
     writeln!(
         out,
-        "{:<36} {} MB/s",
+        "{:<38} {} MB/s",
         "memcpy (64 MiB buffers)",
         f("memcpy_mb_per_s")
     )?;
     writeln!(
         out,
-        "{:<36} {} MB/s",
+        "{:<38} {} MB/s  {} CPU-s/GB  (MemFree {} MB before)",
+        "page-cache write, new pages, no sync",
+        f("page_cache_write_mb_per_s"),
+        v["page_cache_write_cpu_s_per_gb"]
+            .as_f64()
+            .map_or("n/a".to_string(), |x| format!("{x:.2}")),
+        f("mem_free_mb")
+    )?;
+    writeln!(
+        out,
+        "{:<38} {} MB/s",
         "sequential write + fdatasync",
         f("seq_write_fdatasync_mb_per_s")
     )?;
     writeln!(
         out,
-        "{:<36} p50 {} us  p99 {} us  max {} us",
+        "{:<38} p50 {} us  p99 {} us  max {} us",
         "fdatasync after 4 KiB append",
         q("fdatasync_4k_append_us", "p50"),
         q("fdatasync_4k_append_us", "p99"),

@@ -1,166 +1,342 @@
-//! The write path: offsets assigned and batches patched under the FIFO write lock, one write per
-//! append call, segment rolls, and group-committed fdatasync.
+//! The write path: appends queue in call order and whoever holds the FIFO write lock writes every
+//! queued append at once (one write per segment touched, however many appends), assigning
+//! offsets and patching batches; segment rolls; group-committed fdatasync.
 
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::rc::Rc;
 
 use bytes::Bytes;
 
 use super::file::{self, SegmentFile};
-use super::producer::Verdict;
+use super::producer::{ProducerStateTable, Verdict};
 use super::segment::Segment;
 use super::{LogError, PartitionLog, now_ms};
 use crate::protocol::batch::{
     BatchHeader, BatchHeaders, set_base_offset, set_partition_leader_epoch,
 };
 
-/// The batches of one append, patched, with where each starts in the buffer.
-struct PreparedAppend {
+/// Most bytes one write round takes from the queue (a single larger append is taken alone):
+/// enough to turn a queue of small appends into one write, small enough that the first append
+/// of a round is not held back long by the copy of the others.
+pub(crate) const WRITE_ROUND_BYTES_MAX: usize = 1024 * 1024;
+
+/// An append waiting in `PartitionLog::queued` for the writer that holds the write lock.
+pub(super) struct QueuedAppend {
+    records: Bytes,
+    slot: Rc<AppendSlot>,
+}
+
+/// Appends waiting for a writer, in call order.
+pub(super) type AppendQueue = RefCell<VecDeque<QueuedAppend>>;
+
+/// Where a writer leaves an append's outcome: base offset and write sequence number.
+#[derive(Default)]
+struct AppendSlot {
+    /// A writer took the append from the queue; the owner must not write it again.
+    taken: Cell<bool>,
+    result: RefCell<Option<Result<(i64, u64), LogError>>>,
+}
+
+/// Takes a not-yet-taken append back out of the queue when its owner gives up (a cancelled
+/// request is not written).
+struct Unqueue<'a> {
+    log: &'a PartitionLog,
+    slot: &'a Rc<AppendSlot>,
+}
+
+impl Drop for Unqueue<'_> {
+    fn drop(&mut self) {
+        if !self.slot.taken.get() {
+            self.log
+                .queued
+                .borrow_mut()
+                .retain(|q| !Rc::ptr_eq(&q.slot, self.slot));
+        }
+    }
+}
+
+/// The answers of one write round. An append still unanswered when it drops (the writer was
+/// cancelled mid-round) fails, so its owner does not wait for ever; nothing of it was accounted,
+/// so the next write lands on the same position.
+struct Answers {
+    slots: Vec<Rc<AppendSlot>>,
+}
+
+impl Answers {
+    fn set(&self, i: usize, result: Result<(i64, u64), LogError>) {
+        let mut slot = self.slots[i].result.borrow_mut();
+        assert!(slot.is_none(), "each append is answered once");
+        *slot = Some(result);
+    }
+}
+
+impl Drop for Answers {
+    fn drop(&mut self) {
+        for slot in &self.slots {
+            let mut result = slot.result.borrow_mut();
+            if result.is_none() {
+                *result = Some(Err(LogError::Io(std::io::Error::other(
+                    "the write was cancelled before this append was written",
+                ))));
+            }
+        }
+    }
+}
+
+/// Appends of one round bound for the same segment, copied and patched into one write buffer.
+struct Chunk {
     buf: Vec<u8>,
+    /// Every batch, with where it starts in `buf`.
     batches: Vec<(usize, BatchHeader)>,
-    base_offset: i64,
+    /// (index in the round, base offset) of each append in the buffer.
+    members: Vec<(usize, i64)>,
     next_offset: i64,
 }
 
+impl Chunk {
+    fn new(next_offset: i64) -> Chunk {
+        Chunk {
+            buf: Vec::new(),
+            batches: Vec::new(),
+            members: Vec::new(),
+            next_offset,
+        }
+    }
+
+    /// Copies the record set in and stamps offsets and the leader epoch. baseOffset and
+    /// partitionLeaderEpoch lie outside the CRC, so patching them in place keeps the producer's
+    /// checksum valid and spares re-encoding the batch. Returns the placed batch headers.
+    fn add(
+        &mut self,
+        member: usize,
+        records: &Bytes,
+        leader_epoch: i32,
+    ) -> &[(usize, BatchHeader)] {
+        let start = self.buf.len();
+        let first_batch = self.batches.len();
+        self.buf.extend_from_slice(records);
+        self.members.push((member, self.next_offset));
+        for found in BatchHeaders::new(records) {
+            let found = found.expect("append takes validated record sets");
+            let at = start + found.position;
+            set_base_offset(&mut self.buf[at..], self.next_offset);
+            set_partition_leader_epoch(&mut self.buf[at..], leader_epoch);
+            let header = BatchHeader {
+                base_offset: self.next_offset,
+                partition_leader_epoch: leader_epoch,
+                ..found.header
+            };
+            self.next_offset = header.next_offset();
+            self.batches.push((at, header));
+        }
+        &self.batches[first_batch..]
+    }
+}
+
+/// A copy of an error for every append of a failed write.
+fn share_error(e: &LogError) -> LogError {
+    match e {
+        LogError::Closed => LogError::Closed,
+        LogError::Io(io) => LogError::Io(std::io::Error::new(io.kind(), io.to_string())),
+        other => LogError::Io(std::io::Error::other(other.to_string())),
+    }
+}
+
+/// True when a record set holds a batch of an idempotent producer.
+fn is_idempotent(records: &Bytes) -> bool {
+    BatchHeaders::new(records).any(|found| {
+        found
+            .expect("append takes validated record sets")
+            .header
+            .producer_id
+            >= 0
+    })
+}
+
 impl PartitionLog {
-    /// Writes one validated record set at the end of the active segment and advances the high
-    /// watermark. Returns the base offset and the write's sequence number for `sync_through`.
+    /// Writes one validated record set at the end of the log and advances the high watermark.
+    /// Returns the base offset and the write's sequence number for `sync_through`.
     pub(super) async fn write(&self, records: Bytes) -> Result<(i64, u64), LogError> {
+        let slot = Rc::new(AppendSlot::default());
+        self.queued.borrow_mut().push_back(QueuedAppend {
+            records,
+            slot: Rc::clone(&slot),
+        });
+        let _unqueue = Unqueue {
+            log: self,
+            slot: &slot,
+        };
         // Releasing the lock, however the write ends, fires `progress` for waiting syncs.
         let _turn = self.write_lock.lock().await;
-        if self.state.borrow().closed {
-            return Err(LogError::Closed);
+        if !slot.taken.get() {
+            // Nobody wrote it while we waited: write it, with whatever queued up behind it.
+            self.write_round().await;
         }
-        if let Some(original) = self.check_producers(&records)? {
-            // A retry of a batch already written: Kafka answers success with the original
-            // offsets. The original write may still be unsynced; ride the next sync.
-            return Ok((original, self.sync.written_seq.get()));
+        let result = slot.result.borrow_mut().take();
+        result.expect("a writer answers every append it takes")
+    }
+
+    /// Takes appends from the head of the queue, up to `WRITE_ROUND_BYTES_MAX` (at least one).
+    /// Owners take the lock in the order they queued, so the caller's own append is the head.
+    fn take_round(&self) -> Vec<QueuedAppend> {
+        let mut queue = self.queued.borrow_mut();
+        let mut round = Vec::new();
+        let mut bytes = 0;
+        while let Some(next) = queue.front() {
+            if !round.is_empty() && bytes + next.records.len() > WRITE_ROUND_BYTES_MAX {
+                break;
+            }
+            bytes += next.records.len();
+            let next = queue.pop_front().expect("front exists");
+            next.slot.taken.set(true);
+            round.push(next);
         }
-        let record_offsets = count_offsets(&records);
-        let base_offset = self.state.borrow().high_watermark;
-        let last_offset = base_offset + record_offsets - 1;
-        if self.needs_roll(records.len() as u64, last_offset) {
-            self.roll(base_offset).await?;
+        round
+    }
+
+    /// Writes every append of one round in order: producer checks, offsets, a roll where the
+    /// active segment is full, and one write per segment. An append refused by its producer check
+    /// fails alone; a failed write or roll fails its own appends and every later one.
+    async fn write_round(&self) {
+        let round = self.take_round();
+        assert!(!round.is_empty(), "the caller's append is queued");
+        let answers = Answers {
+            slots: round.iter().map(|q| Rc::clone(&q.slot)).collect(),
+        };
+        // Appends of one round see the producer state the earlier ones leave, without touching
+        // the log's own until their write has succeeded.
+        let mut tentative: Option<ProducerStateTable> = None;
+        let mut chunk = Chunk::new(self.state.borrow().high_watermark);
+        let mut duplicates = Vec::new();
+        let mut failed: Option<LogError> = None;
+        for (i, queued) in round.iter().enumerate() {
+            if let Some(e) = &failed {
+                answers.set(i, Err(share_error(e)));
+                continue;
+            }
+            if self.state.borrow().closed {
+                answers.set(i, Err(LogError::Closed));
+                continue;
+            }
+            let records = &queued.records;
+            if round.len() > 1 && tentative.is_none() && is_idempotent(records) {
+                tentative = Some(self.producers.borrow().clone());
+            }
+            let checked = match &tentative {
+                Some(table) => check_producers(table, records, chunk.next_offset),
+                None => check_producers(&self.producers.borrow(), records, chunk.next_offset),
+            };
+            match checked {
+                Err(e) => {
+                    answers.set(i, Err(e));
+                    continue;
+                }
+                // A retry of a batch already written: Kafka answers success with the original
+                // offsets. The original write may still be unsynced; it rides the next sync.
+                Ok(Some(original)) => {
+                    duplicates.push((i, original));
+                    continue;
+                }
+                Ok(None) => {}
+            }
+            let last_offset = chunk.next_offset + count_offsets(records) - 1;
+            if self.needs_roll(chunk.buf.len() as u64, records.len() as u64, last_offset) {
+                let flushed = self.write_chunk(&mut chunk, &answers).await;
+                let rolled = match flushed {
+                    Ok(()) => self.roll(chunk.next_offset).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = rolled {
+                    answers.set(i, Err(share_error(&e)));
+                    failed = Some(e);
+                    continue;
+                }
+            }
+            let placed = chunk.add(i, records, self.leader_epoch);
+            if let Some(table) = tentative.as_mut() {
+                for (_, header) in placed {
+                    table.on_written(header);
+                }
+            }
         }
-        let prepared = self.prepare(&records, base_offset);
+        if failed.is_none()
+            && let Err(e) = self.write_chunk(&mut chunk, &answers).await
+        {
+            failed = Some(e);
+        }
+        let write_seq = self.sync.written_seq.get();
+        for (i, original) in duplicates {
+            match &failed {
+                // The original may have been in the failed write.
+                Some(e) => answers.set(i, Err(share_error(e))),
+                None => answers.set(i, Ok((original, write_seq))),
+            }
+        }
+    }
+
+    /// Writes a chunk at the end of the active segment and accounts it: indexes, high watermark,
+    /// producer state, write sequence. Answers the chunk's appends either way, and leaves an
+    /// empty chunk starting at the new log end.
+    async fn write_chunk(&self, chunk: &mut Chunk, answers: &Answers) -> Result<(), LogError> {
+        if chunk.members.is_empty() {
+            return Ok(());
+        }
+        let done = std::mem::replace(chunk, Chunk::new(chunk.next_offset));
         let (file, position) = {
             let state = self.state.borrow();
             (Rc::clone(&state.active().file), state.active().size_bytes)
         };
-        if let Err(e) = file.write_at(prepared.buf, position).await {
+        if let Err(e) = file.write_at(done.buf, position).await {
             // Nothing was accounted; trim whatever part of the write landed so the file ends
             // where the log does. Recovery would trim it too.
             let _ = file.truncate(position).await;
-            return Err(e.into());
+            let e = LogError::from(e);
+            for (member, _) in &done.members {
+                answers.set(*member, Err(share_error(&e)));
+            }
+            *chunk = Chunk::new(self.state.borrow().high_watermark);
+            return Err(e);
         }
         {
             let mut state = self.state.borrow_mut();
             let interval = self.config.borrow().index_interval_bytes;
             let active = state.active_mut();
-            for (at, header) in &prepared.batches {
+            for (at, header) in &done.batches {
                 active.on_batch(header, position + *at as u64, interval);
             }
-            assert_eq!(active.next_offset, prepared.next_offset);
+            assert_eq!(active.next_offset, done.next_offset);
             assert!(
-                prepared.next_offset > state.high_watermark,
+                done.next_offset > state.high_watermark,
                 "appends are not empty"
             );
-            state.high_watermark = prepared.next_offset;
+            state.high_watermark = done.next_offset;
             let mut producers = self.producers.borrow_mut();
-            for (_, header) in &prepared.batches {
+            for (_, header) in &done.batches {
                 producers.on_written(header);
             }
         }
         let write_seq = self.sync.written_seq.get() + 1;
         self.sync.written_seq.set(write_seq);
+        for (member, base_offset) in &done.members {
+            answers.set(*member, Ok((*base_offset, write_seq)));
+        }
         self.appended.notify_all();
-        Ok((prepared.base_offset, write_seq))
-    }
-
-    /// Idempotence checks of every batch, in order, before anything is written. Returns the
-    /// original base offset when the record set is one batch already written (a retry).
-    fn check_producers(&self, records: &Bytes) -> Result<Option<i64>, LogError> {
-        // The common case (no producer id) costs one header walk and no allocation.
-        let idempotent = BatchHeaders::new(records).any(|found| {
-            found
-                .expect("append takes validated record sets")
-                .header
-                .producer_id
-                >= 0
-        });
-        if !idempotent {
-            return Ok(None);
-        }
-        let headers: Vec<BatchHeader> = BatchHeaders::new(records)
-            .map(|found| found.expect("append takes validated record sets").header)
-            .collect();
-        let producers = self.producers.borrow();
-        if let [only] = headers.as_slice() {
-            return match producers.check(only)? {
-                Verdict::Append => Ok(None),
-                Verdict::Duplicate(meta) => Ok(Some(meta.base_offset)),
-            };
-        }
-        // Several batches (not sent by Kafka clients, which put one batch per partition):
-        // each is checked against the state the previous ones leave.
-        let mut tentative = producers.clone();
-        let mut next_offset = self.state.borrow().high_watermark;
-        for header in headers {
-            match tentative.check(&header)? {
-                Verdict::Append => {}
-                Verdict::Duplicate(_) => {
-                    return Err(LogError::DuplicateSequence {
-                        producer_id: header.producer_id,
-                    });
-                }
-            }
-            let placed = BatchHeader {
-                base_offset: next_offset,
-                ..header
-            };
-            next_offset = placed.next_offset();
-            tentative.on_written(&placed);
-        }
-        Ok(None)
-    }
-
-    /// Copies the record set into a write buffer and stamps offsets and the leader epoch.
-    fn prepare(&self, records: &Bytes, base_offset: i64) -> PreparedAppend {
-        let mut buf = records.to_vec();
-        let mut batches = Vec::new();
-        let mut next_offset = base_offset;
-        for found in BatchHeaders::new(records) {
-            let found = found.expect("append takes validated record sets");
-            let at = found.position;
-            // baseOffset and partitionLeaderEpoch lie outside the CRC, so patching them in
-            // place keeps the producer's checksum valid and spares re-encoding the batch.
-            set_base_offset(&mut buf[at..], next_offset);
-            set_partition_leader_epoch(&mut buf[at..], self.leader_epoch);
-            let header = BatchHeader {
-                base_offset: next_offset,
-                partition_leader_epoch: self.leader_epoch,
-                ..found.header
-            };
-            next_offset = header.next_offset();
-            batches.push((at, header));
-        }
-        PreparedAppend {
-            buf,
-            batches,
-            base_offset,
-            next_offset,
-        }
+        Ok(())
     }
 
     /// Whether the active segment must be rolled before an append of `len_bytes` reaching
-    /// `last_offset`. An empty segment takes any append, however large.
-    fn needs_roll(&self, len_bytes: u64, last_offset: i64) -> bool {
+    /// `last_offset`, with `pending_bytes` of the round already bound for it. An empty segment
+    /// takes any append, however large.
+    fn needs_roll(&self, pending_bytes: u64, len_bytes: u64, last_offset: i64) -> bool {
         let state = self.state.borrow();
         let active = state.active();
-        if active.size_bytes == 0 {
+        let size_bytes = active.size_bytes + pending_bytes;
+        if size_bytes == 0 {
             return false;
         }
         let config = self.config.borrow();
-        active.size_bytes + len_bytes > config.segment_bytes
+        size_bytes + len_bytes > config.segment_bytes
             || now_ms() - active.created_ms > config.segment_ms
             || active.index.is_full()
             || !active.fits_offset(last_offset)
@@ -274,6 +450,50 @@ impl Drop for SyncRound<'_> {
         self.log.sync.in_flight.set(false);
         self.log.progress.notify_all();
     }
+}
+
+/// Idempotence checks of every batch of a record set, in order, against `table` (which the
+/// caller updates only once the set is written), the set starting at `next_offset`. Returns the
+/// original base offset when the record set is one batch already written (a retry).
+fn check_producers(
+    table: &ProducerStateTable,
+    records: &Bytes,
+    next_offset: i64,
+) -> Result<Option<i64>, LogError> {
+    // The common case (no producer id) costs one header walk and no allocation.
+    if !is_idempotent(records) {
+        return Ok(None);
+    }
+    let headers: Vec<BatchHeader> = BatchHeaders::new(records)
+        .map(|found| found.expect("append takes validated record sets").header)
+        .collect();
+    if let [only] = headers.as_slice() {
+        return match table.check(only)? {
+            Verdict::Append => Ok(None),
+            Verdict::Duplicate(meta) => Ok(Some(meta.base_offset)),
+        };
+    }
+    // Several batches (not sent by Kafka clients, which put one batch per partition):
+    // each is checked against the state the previous ones leave.
+    let mut tentative = table.clone();
+    let mut next_offset = next_offset;
+    for header in headers {
+        match tentative.check(&header)? {
+            Verdict::Append => {}
+            Verdict::Duplicate(_) => {
+                return Err(LogError::DuplicateSequence {
+                    producer_id: header.producer_id,
+                });
+            }
+        }
+        let placed = BatchHeader {
+            base_offset: next_offset,
+            ..header
+        };
+        next_offset = placed.next_offset();
+        tentative.on_written(&placed);
+    }
+    Ok(None)
 }
 
 /// Offsets a validated record set occupies.

@@ -191,8 +191,11 @@ pub struct PartitionLog {
     config: RefCell<LogConfig>,
     leader_epoch: i32,
     state: RefCell<LogState>,
-    /// Appends take it in call order and hold it from offset assignment to the end of the write.
+    /// Taken in call order; its holder writes every queued append, from offset assignment to the
+    /// end of the write.
     write_lock: FifoLock,
+    /// Appends waiting for the holder of `write_lock`, which writes all of them at once.
+    queued: append::AppendQueue,
     appended: Rc<Notify>,
     sync: SyncState,
     /// Fires whenever the write lock is released (however the write ended), a queued append
@@ -261,6 +264,7 @@ impl PartitionLog {
                 log_start_explicit,
             }),
             write_lock: FifoLock::new(Rc::clone(&progress)),
+            queued: Default::default(),
             appended: Rc::new(Notify::default()),
             sync: SyncState::default(),
             progress,

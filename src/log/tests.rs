@@ -464,20 +464,132 @@ fn a_steady_stream_of_writers_does_not_postpone_syncs_for_ever() {
     run_local(async {
         let log = open(dir.path(), &LogConfig::default()).await;
         let producers = 3 * super::append::SYNC_GROUP_WRITES_MAX as i64;
+        // Each append is over half a write round, so every write carries one: the writes
+        // queue as a steady stream and the sync must not wait for it to end.
+        let value_bytes = super::append::WRITE_ROUND_BYTES_MAX / 2 + 1;
         let tasks: Vec<_> = (0..producers)
             .map(|i| {
                 let log = Rc::clone(&log);
-                spawn_local(async move { log.append(batch(i, 10), Acks::All).await })
+                spawn_local(async move { log.append(batch(i, value_bytes), Acks::All).await })
             })
             .collect();
         for task in tasks {
             task.await.expect("append");
         }
+        assert_eq!(
+            log.sync.written_seq.get(),
+            producers as u64,
+            "one write each"
+        );
         assert!(
             log.sync_count() >= 2,
             "a sync every SYNC_GROUP_WRITES_MAX writes at most"
         );
         assert_eq!(log.high_watermark(), Offset(producers));
+    });
+}
+
+#[test]
+fn appends_queued_together_share_one_write_in_call_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    run_local(async {
+        let log = open(dir.path(), &LogConfig::default()).await;
+        let appends = 50;
+        let tasks: Vec<_> = (0..appends)
+            .map(|i| {
+                let log = Rc::clone(&log);
+                spawn_local(async move { log.append(batch(i, 100), Acks::Leader).await })
+            })
+            .collect();
+        for (i, task) in tasks.into_iter().enumerate() {
+            let info = task.await.expect("append");
+            assert_eq!(
+                info.base_offset,
+                Offset(i as i64),
+                "offsets follow call order"
+            );
+        }
+        let writes = log.sync.written_seq.get();
+        assert!(
+            writes < appends as u64 / 2,
+            "{appends} queued appends took {writes} writes"
+        );
+        let (_, headers) = read_bytes(&log, 0, u64::MAX).await;
+        let timestamps: Vec<i64> = headers.iter().map(|h| h.max_timestamp).collect();
+        assert_eq!(timestamps, (0..appends).collect::<Vec<_>>());
+    });
+}
+
+#[test]
+fn a_write_round_rolls_segments_and_checks_each_producer_batch_in_turn() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    run_local(async {
+        let log = open(dir.path(), &small_config()).await;
+        // One round: seq 0, its retry, seq 2, a gap (seq 9), seq 4, then plain batches that
+        // cross the 1000-byte segment size several times.
+        let mut sets = vec![
+            idempotent_batch(5, 0, 0, 2),
+            idempotent_batch(5, 0, 0, 2),
+            idempotent_batch(5, 0, 2, 2),
+            idempotent_batch(5, 0, 9, 1),
+            idempotent_batch(5, 0, 4, 1),
+        ];
+        sets.extend((0..12).map(|i| batch(100 + i, 200)));
+        let tasks: Vec<_> = sets
+            .into_iter()
+            .map(|records| {
+                let log = Rc::clone(&log);
+                spawn_local(async move { log.append(records, Acks::All).await })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for task in tasks {
+            results.push(task.await.map(|info| info.base_offset.value()));
+        }
+        assert_eq!(results[0].as_ref().ok(), Some(&0));
+        assert_eq!(
+            results[1].as_ref().ok(),
+            Some(&0),
+            "the retry gets the original"
+        );
+        assert_eq!(results[2].as_ref().ok(), Some(&2));
+        assert!(matches!(
+            results[3],
+            Err(LogError::OutOfOrderSequence {
+                expected: 4,
+                got: 9,
+                ..
+            })
+        ));
+        assert_eq!(results[4].as_ref().ok(), Some(&4));
+        let plain: Vec<i64> = results[5..]
+            .iter()
+            .map(|r| *r.as_ref().expect("plain append"))
+            .collect();
+        assert_eq!(plain, (5..17).collect::<Vec<_>>());
+        assert!(
+            log.state.borrow().segment_count() > 2,
+            "rolled inside the round"
+        );
+        assert_eq!(log.high_watermark(), Offset(17));
+        let (_, headers) = read_bytes(&log, 0, u64::MAX).await;
+        let bases: Vec<i64> = headers.iter().map(|h| h.base_offset).collect();
+        let mut want = vec![0, 2, 4];
+        want.extend(5..17);
+        assert_eq!(bases, want);
+        // The producer state the round left is the log's: seq 5 is next.
+        log.append(idempotent_batch(5, 0, 5, 1), Acks::All)
+            .await
+            .expect("next sequence");
+    });
+    // And it survives a reopen: every batch recovered, in order.
+    run_local(async {
+        let log = open(dir.path(), &small_config()).await;
+        assert_eq!(log.high_watermark(), Offset(18));
+        assert!(matches!(
+            log.append(idempotent_batch(5, 0, 4, 1), Acks::All).await,
+            Ok(info) if info.base_offset == Offset(4)
+        ));
     });
 }
 
