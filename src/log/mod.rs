@@ -180,6 +180,8 @@ struct SyncState {
     failed: Cell<bool>,
     /// fdatasync calls issued, for tests and metrics.
     syncs: Cell<u64>,
+    /// Writes made durable by O_DSYNC instead of an fdatasync, for tests.
+    write_throughs: Cell<u64>,
     /// Rolled segments whose data the next sync must cover before it counts. A roll does not
     /// sync inline: with a whole segment of dirty pages that stalled appends for seconds.
     unsynced_rolled: RefCell<Vec<Rc<SegmentFile>>>,
@@ -276,7 +278,7 @@ impl PartitionLog {
     /// partitionLeaderEpoch are patched in place (both lie outside the CRC).
     /// `Acks::All` returns only after an fdatasync covering the batches; the others after the write.
     pub async fn append(&self, records: Bytes, acks: Acks) -> Result<AppendInfo, LogError> {
-        let (base_offset, write_seq) = self.write(records).await?;
+        let (base_offset, write_seq) = self.write(records, acks == Acks::All).await?;
         if acks == Acks::All {
             self.sync_through(write_seq, true).await?;
         }

@@ -404,11 +404,13 @@ fn concurrent_acks_all_appends_share_syncs_and_keep_call_order() {
             assert_eq!(*base, Offset(*i), "appends land in call order");
         }
         assert_eq!(log.high_watermark(), Offset(producers));
-        let syncs = log.sync_count();
+        // Made durable by an fdatasync or by a write through O_DSYNC.
+        let syncs = log.sync_count() + log.sync.write_throughs.get();
         assert!(
             syncs >= 1 && syncs < producers as u64 / 2,
             "{syncs} syncs for {producers} appends"
         );
+        assert_eq!(log.sync.synced_seq.get(), log.sync.written_seq.get());
         assert!(!log.write_lock.is_held());
     });
 }
@@ -517,6 +519,45 @@ fn appends_queued_together_share_one_write_in_call_order() {
         let (_, headers) = read_bytes(&log, 0, u64::MAX).await;
         let timestamps: Vec<i64> = headers.iter().map(|h| h.max_timestamp).collect();
         assert_eq!(timestamps, (0..appends).collect::<Vec<_>>());
+    });
+}
+
+#[test]
+fn a_lone_acks_all_append_is_written_through_only_when_the_log_before_it_is_durable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    run_local(async {
+        let log = open(dir.path(), &small_config()).await;
+        // Alone and on a fully synced log: one O_DSYNC write, no fdatasync.
+        log.append(batch(1, 10), Acks::All).await.expect("append");
+        assert_eq!(log.sync.write_throughs.get(), 1);
+        assert_eq!(log.sync_count(), 0);
+        assert_eq!(log.sync.synced_seq.get(), log.sync.written_seq.get());
+        // After an acks=1 write the O_DSYNC range would not cover it: write, then fdatasync.
+        log.append(batch(2, 10), Acks::Leader)
+            .await
+            .expect("append");
+        log.append(batch(3, 10), Acks::All).await.expect("append");
+        assert_eq!(log.sync.write_throughs.get(), 1);
+        assert_eq!(log.sync_count(), 1);
+        // Synced again, the next lone one is written through, also across rolls (the 1000-byte
+        // segments fill up): a segment rolled while durable needs no sync of its own.
+        log.append(batch(4, 10), Acks::All).await.expect("append");
+        assert_eq!(log.sync.write_throughs.get(), 2);
+        for i in 5..12 {
+            log.append(batch(i, 200), Acks::All).await.expect("append");
+        }
+        assert!(log.state.borrow().segment_count() > 1, "rolled");
+        assert_eq!(log.sync.write_throughs.get(), 9);
+        assert_eq!(log.sync_count(), 1);
+        assert_eq!(log.sync.synced_seq.get(), log.sync.written_seq.get());
+        assert_eq!(log.high_watermark(), Offset(11));
+    });
+    // Everything reads back after a reopen.
+    run_local(async {
+        let log = open(dir.path(), &small_config()).await;
+        let (_, headers) = read_bytes(&log, 0, u64::MAX).await;
+        let timestamps: Vec<i64> = headers.iter().map(|h| h.max_timestamp).collect();
+        assert_eq!(timestamps, (1..12).collect::<Vec<_>>());
     });
 }
 
