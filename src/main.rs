@@ -59,6 +59,7 @@ fn run(config: Config) -> Result<ExitCode, String> {
         ));
     }
     ensure_memlock(MEMLOCK_MIN_BYTES)?;
+    raise_open_files_limit();
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
     // glommio opens files and directories with io_uring openat relative to no directory, so a
@@ -112,30 +113,46 @@ fn run(config: Config) -> Result<ExitCode, String> {
     })
 }
 
-/// Raises the soft locked-memory limit to the hard one if needed; says what to change otherwise.
-fn ensure_memlock(min_bytes: u64) -> Result<(), String> {
+/// Raises a soft resource limit to at least `want` (never above the hard limit, which needs no
+/// privilege) and returns the soft limit now in force.
+fn raise_soft_limit(resource: libc::__rlimit_resource_t, want: u64) -> u64 {
     let mut r = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: `r` is a valid rlimit for the kernel to fill.
-    unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut r) };
-    if r.rlim_cur < min_bytes && r.rlim_max > r.rlim_cur {
-        r.rlim_cur = r.rlim_max;
+    unsafe { libc::getrlimit(resource, &mut r) };
+    if r.rlim_cur < want && r.rlim_max > r.rlim_cur {
+        r.rlim_cur = want.min(r.rlim_max);
         // SAFETY: raising the soft limit up to the hard limit needs no privilege; `r` is valid.
         unsafe {
-            libc::setrlimit(libc::RLIMIT_MEMLOCK, &r);
-            libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut r);
+            libc::setrlimit(resource, &r);
+            libc::getrlimit(resource, &mut r);
         }
     }
-    if r.rlim_cur >= min_bytes {
+    r.rlim_cur
+}
+
+/// Every partition holds its active segment open (two descriptors while it takes acks=all
+/// writes) and every connection one socket, so the 1024 descriptors many hosts give by default
+/// run out at about a thousand partitions: take whatever the hard limit allows, as Kafka's
+/// operators are told to.
+fn raise_open_files_limit() {
+    let open_files = raise_soft_limit(libc::RLIMIT_NOFILE, u64::MAX);
+    tracing::debug!(open_files, "RLIMIT_NOFILE");
+}
+
+/// Raises the soft locked-memory limit to the hard one if needed; says what to change otherwise.
+fn ensure_memlock(min_bytes: u64) -> Result<(), String> {
+    let locked = raise_soft_limit(libc::RLIMIT_MEMLOCK, min_bytes);
+    if locked >= min_bytes {
         return Ok(());
     }
     Err(format!(
         "RLIMIT_MEMLOCK is {} KiB; io_uring (glommio) needs at least {} KiB of locked memory. \
          Fix: `ulimit -l unlimited` in the shell, LimitMEMLOCK=infinity in the systemd unit, \
          or `--ulimit memlock=-1` for docker.",
-        r.rlim_cur >> 10,
+        locked >> 10,
         min_bytes >> 10
     ))
 }
