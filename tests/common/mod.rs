@@ -1,6 +1,7 @@
 //! The harness every integration test shares: it runs the real `sable` binary on free ports with a
 //! temporary data directory, stops, restarts and SIGKILLs it, and hands out clients pointed at
-//! it: rdkafka clients (`kafka`) and raw Kafka frames (`wire`).
+//! it: rdkafka clients (`kafka`) and raw Kafka frames (`wire`, hand-encoded; `codec`, through the
+//! kafka-protocol crate).
 //!
 //! Every wait here is bounded, so a broken broker fails a test within seconds instead of hanging
 //! the suite; on failure the broker's thread states and the tail of its stderr are printed.
@@ -12,6 +13,7 @@
 // Each test file uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod codec;
 pub mod kafka;
 mod ports;
 pub mod wire;
