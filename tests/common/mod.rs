@@ -1,6 +1,6 @@
 //! The harness every integration test shares: it runs the real `sable` binary on free ports with a
 //! temporary data directory, stops, restarts and SIGKILLs it, and hands out clients pointed at
-//! it: rdkafka clients (`kafka`) and raw Kafka frames (`wire`, hand-encoded; `codec`, through the
+//! it: rdkafka clients (`kafka`, `group`) and raw Kafka frames (`wire`, hand-encoded; `codec`, through the
 //! kafka-protocol crate).
 //!
 //! Every wait here is bounded, so a broken broker fails a test within seconds instead of hanging
@@ -14,6 +14,7 @@
 #![allow(dead_code)]
 
 pub mod codec;
+pub mod group;
 pub mod kafka;
 mod ports;
 pub mod wire;
