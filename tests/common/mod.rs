@@ -1,7 +1,7 @@
 //! The harness every integration test shares: it runs the real `sable` binary on free ports with a
 //! temporary data directory, stops, restarts and SIGKILLs it, and hands out clients pointed at
-//! it: rdkafka clients (`kafka`, `group`) and raw Kafka frames (`wire`, hand-encoded; `codec`, through the
-//! kafka-protocol crate).
+//! it: rdkafka clients (`kafka`, `group`), raw Kafka frames (`wire`, hand-encoded; `codec`, through
+//! the kafka-protocol crate) and the metrics endpoint (`metrics`).
 //!
 //! Every wait here is bounded, so a broken broker fails a test within seconds instead of hanging
 //! the suite; on failure the broker's thread states and the tail of its stderr are printed.
@@ -16,6 +16,7 @@
 pub mod codec;
 pub mod group;
 pub mod kafka;
+pub mod metrics;
 mod ports;
 pub mod wire;
 
