@@ -1,38 +1,23 @@
 //! Admin APIs against the real binary with librdkafka's AdminClient.
 
-mod support_ops;
+mod common;
 
-use std::time::Duration;
-
-use rdkafka::ClientConfig;
 use rdkafka::admin::{
-    AdminClient, AdminOptions, AlterConfig, ConfigSource, NewPartitions, NewTopic,
-    ResourceSpecifier, TopicReplication,
+    AdminClient, AlterConfig, ConfigSource, NewPartitions, NewTopic, ResourceSpecifier,
+    TopicReplication,
 };
 use rdkafka::client::DefaultClientContext;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::types::RDKafkaErrorCode;
-use support_ops::Broker;
 
-const TIMEOUT: Duration = Duration::from_secs(20);
-
-fn admin(b: &Broker) -> AdminClient<DefaultClientContext> {
-    ClientConfig::new()
-        .set("bootstrap.servers", b.bootstrap())
-        .create()
-        .expect("admin client")
-}
-
-fn opts() -> AdminOptions {
-    AdminOptions::new().request_timeout(Some(TIMEOUT))
-}
+use common::{Broker, Launch, WAIT_MAX, admin_options};
 
 async fn topic_configs(
     a: &AdminClient<DefaultClientContext>,
     topic: &str,
 ) -> rdkafka::admin::ConfigResource {
     let mut r = a
-        .describe_configs([&ResourceSpecifier::Topic(topic)], &opts())
+        .describe_configs([&ResourceSpecifier::Topic(topic)], &admin_options())
         .await
         .expect("describe_configs");
     r.remove(0).expect("topic resource")
@@ -41,11 +26,11 @@ async fn topic_configs(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topic_configs_round_trip() {
     let b = Broker::start();
-    let a = admin(&b);
+    let a = b.admin();
     let t = NewTopic::new("cfg", 2, TopicReplication::Fixed(1))
         .set("retention.ms", "100000")
         .set("max.message.bytes", "2000");
-    let r = a.create_topics([&t], &opts()).await.unwrap();
+    let r = a.create_topics([&t], &admin_options()).await.unwrap();
     assert!(r[0].is_ok(), "{r:?}");
 
     let c = topic_configs(&a, "cfg").await;
@@ -59,7 +44,7 @@ async fn topic_configs_round_trip() {
 
     // AlterConfigs replaces the whole set: max.message.bytes goes back to the default.
     let alter = AlterConfig::new(ResourceSpecifier::Topic("cfg")).set("retention.ms", "5000");
-    let r = a.alter_configs([&alter], &opts()).await.unwrap();
+    let r = a.alter_configs([&alter], &admin_options()).await.unwrap();
     assert!(r[0].is_ok(), "{r:?}");
     let c = topic_configs(&a, "cfg").await;
     assert_eq!(
@@ -79,7 +64,7 @@ async fn topic_configs_round_trip() {
     // AlterConfigs errors, so the refusal is checked by its effect; the kafka-python script
     // checks the error code.)
     let bad = AlterConfig::new(ResourceSpecifier::Topic("cfg")).set("cleanup.policy", "compact");
-    a.alter_configs([&bad], &opts()).await.unwrap();
+    a.alter_configs([&bad], &admin_options()).await.unwrap();
     let c = topic_configs(&a, "cfg").await;
     assert_eq!(
         c.get("retention.ms").unwrap().value.as_deref(),
@@ -88,7 +73,7 @@ async fn topic_configs_round_trip() {
 
     // Unknown topic: no entries (rust-rdkafka 0.39 drops the per-resource error code).
     let r = a
-        .describe_configs([&ResourceSpecifier::Topic("nope")], &opts())
+        .describe_configs([&ResourceSpecifier::Topic("nope")], &admin_options())
         .await
         .unwrap();
     assert!(r[0].as_ref().is_ok_and(|c| c.entries.is_empty()), "{r:?}");
@@ -96,13 +81,15 @@ async fn topic_configs_round_trip() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_topics_validates_configs() {
-    let tmp = tempfile::tempdir().unwrap();
     // No auto-create: the Metadata request below must not create the topic it looks for.
-    let b = Broker::start_in(tmp.path(), &["--auto-create-topics", "false"]);
-    let a = admin(&b);
+    let b = Broker::start_with(&["--auto-create-topics", "false"]);
+    let a = b.admin();
     let bad = NewTopic::new("bad", 1, TopicReplication::Fixed(1)).set("compression.type", "zstd");
     let unknown = NewTopic::new("unknown", 1, TopicReplication::Fixed(1)).set("no.such", "1");
-    let r = a.create_topics([&bad, &unknown], &opts()).await.unwrap();
+    let r = a
+        .create_topics([&bad, &unknown], &admin_options())
+        .await
+        .unwrap();
     assert!(
         matches!(r[0], Err((_, RDKafkaErrorCode::InvalidConfig))),
         "{r:?}"
@@ -114,13 +101,13 @@ async fn create_topics_validates_configs() {
     // validate_only with a good config creates nothing.
     let good = NewTopic::new("good", 1, TopicReplication::Fixed(1)).set("retention.ms", "1000");
     let r = a
-        .create_topics([&good], &opts().validate_only(true))
+        .create_topics([&good], &admin_options().validate_only(true))
         .await
         .unwrap();
     assert!(r[0].is_ok(), "{r:?}");
     let md = a
         .inner()
-        .fetch_metadata(Some("good"), TIMEOUT)
+        .fetch_metadata(Some("good"), WAIT_MAX)
         .expect("metadata");
     assert!(
         md.topics()[0].error().is_some(),
@@ -131,9 +118,12 @@ async fn create_topics_validates_configs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_configs_are_described_and_read_only() {
     let b = Broker::start();
-    let a = admin(&b);
+    let a = b.admin();
     let r = a
-        .describe_configs([&ResourceSpecifier::Broker(1)], &opts().broker_id(1))
+        .describe_configs(
+            [&ResourceSpecifier::Broker(1)],
+            &admin_options().broker_id(1),
+        )
         .await
         .unwrap();
     let c = r[0].as_ref().expect("broker resource");
@@ -146,15 +136,18 @@ async fn broker_configs_are_described_and_read_only() {
         .value
         .clone()
         .unwrap();
-    assert_eq!(adv, format!("PLAINTEXT://127.0.0.1:{}", b.port + 2));
+    assert_eq!(adv, format!("PLAINTEXT://127.0.0.1:{}", b.shard_port(1)));
     // Broker configs are static: an AlterConfigs changes nothing (the error code itself is
     // checked by the kafka-python script; rust-rdkafka drops it).
     let alter = AlterConfig::new(ResourceSpecifier::Broker(0)).set("log.retention.ms", "1");
-    a.alter_configs([&alter], &opts().broker_id(0))
+    a.alter_configs([&alter], &admin_options().broker_id(0))
         .await
         .unwrap();
     let r = a
-        .describe_configs([&ResourceSpecifier::Broker(0)], &opts().broker_id(0))
+        .describe_configs(
+            [&ResourceSpecifier::Broker(0)],
+            &admin_options().broker_id(0),
+        )
         .await
         .unwrap();
     let c = r[0].as_ref().expect("broker resource");
@@ -167,17 +160,17 @@ async fn broker_configs_are_described_and_read_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_partitions_then_produce_to_them() {
     let b = Broker::start();
-    let a = admin(&b);
+    let a = b.admin();
     let t = NewTopic::new("grow", 1, TopicReplication::Fixed(1));
-    assert!(a.create_topics([&t], &opts()).await.unwrap()[0].is_ok());
+    assert!(a.create_topics([&t], &admin_options()).await.unwrap()[0].is_ok());
     let r = a
-        .create_partitions([&NewPartitions::new("grow", 4)], &opts())
+        .create_partitions([&NewPartitions::new("grow", 4)], &admin_options())
         .await
         .unwrap();
     assert!(r[0].is_ok(), "{r:?}");
     // Shrinking (or staying) is refused.
     let r = a
-        .create_partitions([&NewPartitions::new("grow", 2)], &opts())
+        .create_partitions([&NewPartitions::new("grow", 2)], &admin_options())
         .await
         .unwrap();
     assert!(
@@ -185,24 +178,20 @@ async fn create_partitions_then_produce_to_them() {
         "{r:?}"
     );
 
-    let md = a.inner().fetch_metadata(Some("grow"), TIMEOUT).unwrap();
+    let md = a.inner().fetch_metadata(Some("grow"), WAIT_MAX).unwrap();
     let parts = md.topics()[0].partitions();
     assert_eq!(parts.len(), 4);
     let leaders: std::collections::HashSet<i32> = parts.iter().map(|p| p.leader()).collect();
     assert_eq!(leaders.len(), 2, "partitions spread over both shards");
 
-    let p: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", b.bootstrap())
-        .set("acks", "all")
-        .create()
-        .unwrap();
+    let p = b.producer(&[]);
     for partition in 0..4 {
         let r = p
             .send(
                 FutureRecord::<(), _>::to("grow")
                     .partition(partition)
                     .payload("x"),
-                TIMEOUT,
+                WAIT_MAX,
             )
             .await;
         let delivery = r.unwrap_or_else(|(e, _)| panic!("partition {partition}: {e}"));
@@ -213,20 +202,18 @@ async fn create_partitions_then_produce_to_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_id_is_stable_across_restart() {
-    let tmp = tempfile::tempdir().unwrap();
-    let b = Broker::start_in(tmp.path(), &[]);
-    let a = admin(&b);
+    let mut b = Broker::start();
+    let a = b.admin();
     let t = NewTopic::new("keep", 1, TopicReplication::Fixed(1)).set("retention.ms", "123456");
-    assert!(a.create_topics([&t], &opts()).await.unwrap()[0].is_ok());
-    let id = a.inner().fetch_cluster_id(TIMEOUT).expect("cluster id");
+    assert!(a.create_topics([&t], &admin_options()).await.unwrap()[0].is_ok());
+    let id = a.inner().fetch_cluster_id(WAIT_MAX).expect("cluster id");
     assert!(!id.is_empty());
     drop(a);
-    b.stop();
-
-    let b = Broker::start_in(tmp.path(), &[]);
-    let a = admin(&b);
+    // A clean stop (which must exit 0) and a new process on the same data dir.
+    b.restart();
+    let a = b.admin();
     assert_eq!(
-        a.inner().fetch_cluster_id(TIMEOUT).as_deref(),
+        a.inner().fetch_cluster_id(WAIT_MAX).as_deref(),
         Some(id.as_str())
     );
     // Topic configs are persisted with the metadata.
@@ -240,51 +227,47 @@ async fn cluster_id_is_stable_across_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topic_max_message_bytes_is_enforced_by_produce() {
     let b = Broker::start();
-    let a = admin(&b);
+    let a = b.admin();
     let t = NewTopic::new("small", 1, TopicReplication::Fixed(1)).set("max.message.bytes", "1024");
-    assert!(a.create_topics([&t], &opts()).await.unwrap()[0].is_ok());
-    let p: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", b.bootstrap())
-        .set("compression.type", "none")
-        .set("message.send.max.retries", "0")
-        .create()
-        .unwrap();
+    assert!(a.create_topics([&t], &admin_options()).await.unwrap()[0].is_ok());
+    let p = b.producer(&[
+        ("compression.type", "none"),
+        ("message.send.max.retries", "0"),
+    ]);
     let big = vec![b'x'; 4000];
     let r = p
-        .send(FutureRecord::<(), _>::to("small").payload(&big), TIMEOUT)
+        .send(FutureRecord::<(), _>::to("small").payload(&big), WAIT_MAX)
         .await;
     assert!(
         r.is_err(),
         "a 4000-byte batch was accepted under max.message.bytes=1024"
     );
     let r = p
-        .send(FutureRecord::<(), _>::to("small").payload("ok"), TIMEOUT)
+        .send(FutureRecord::<(), _>::to("small").payload("ok"), WAIT_MAX)
         .await;
     assert!(r.is_ok(), "{r:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn altered_segment_bytes_applies_without_restart() {
-    use support_ops::{parse_metrics, sum};
-    let b = Broker::start();
-    let a = admin(&b);
+    use common::metrics::{parse_metrics, sum};
+    let b = Launch::new(&[]).with_metrics().start();
+    let a = b.admin();
     let t = NewTopic::new("roll", 1, TopicReplication::Fixed(1));
-    assert!(a.create_topics([&t], &opts()).await.unwrap()[0].is_ok());
+    assert!(a.create_topics([&t], &admin_options()).await.unwrap()[0].is_ok());
     let segments = || sum(&parse_metrics(&b.scrape()), "sable_log_segments", &[]);
     let before = segments();
     let alter = AlterConfig::new(ResourceSpecifier::Topic("roll")).set("segment.bytes", "1024");
-    a.alter_configs([&alter], &opts()).await.unwrap();
-    let p: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", b.bootstrap())
-        .set("linger.ms", "0")
-        .set("compression.type", "none")
-        .create()
-        .unwrap();
+    a.alter_configs([&alter], &admin_options()).await.unwrap();
+    let p = b.producer(&[("linger.ms", "0"), ("compression.type", "none")]);
     let payload = vec![b'y'; 600];
     for _ in 0..6 {
-        p.send(FutureRecord::<(), _>::to("roll").payload(&payload), TIMEOUT)
-            .await
-            .unwrap_or_else(|(e, _)| panic!("{e}"));
+        p.send(
+            FutureRecord::<(), _>::to("roll").payload(&payload),
+            WAIT_MAX,
+        )
+        .await
+        .unwrap_or_else(|(e, _)| panic!("{e}"));
     }
     let after = segments();
     assert!(
@@ -297,16 +280,14 @@ async fn altered_segment_bytes_applies_without_restart() {
 async fn log_append_time_topic_stamps_batches() {
     use rdkafka::Message;
     use rdkafka::Timestamp;
-    use rdkafka::consumer::{Consumer, StreamConsumer};
-    let b = Broker::start();
-    let a = admin(&b);
+    use rdkafka::consumer::Consumer;
+    // The consumer below joins a group: no need to wait out the default initial delay.
+    let b = Broker::start_with_rebalance_delay(0);
+    let a = b.admin();
     let t = NewTopic::new("lat", 1, TopicReplication::Fixed(1))
         .set("message.timestamp.type", "LogAppendTime");
-    assert!(a.create_topics([&t], &opts()).await.unwrap()[0].is_ok());
-    let p: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", b.bootstrap())
-        .create()
-        .unwrap();
+    assert!(a.create_topics([&t], &admin_options()).await.unwrap()[0].is_ok());
+    let p = b.producer(&[]);
     let started_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -315,18 +296,13 @@ async fn log_append_time_topic_stamps_batches() {
         FutureRecord::<(), _>::to("lat")
             .payload("old")
             .timestamp(1_000),
-        TIMEOUT,
+        WAIT_MAX,
     )
     .await
     .unwrap_or_else(|(e, _)| panic!("{e}"));
-    let c: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", b.bootstrap())
-        .set("group.id", "lat")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
+    let c = b.stream_consumer(&[("group.id", "lat")]);
     c.subscribe(&["lat"]).unwrap();
-    let m = tokio::time::timeout(TIMEOUT, c.recv())
+    let m = tokio::time::timeout(WAIT_MAX, c.recv())
         .await
         .expect("a message")
         .unwrap();

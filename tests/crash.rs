@@ -4,7 +4,7 @@
 //! producing must continue at the old high watermark, and the last acknowledged offset commit
 //! must be there. `SABLE_CRASH_ITERATIONS` (default 2) sets how many kill/restart rounds run.
 
-mod support_safety;
+mod common;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -14,7 +14,8 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
-use support_safety::{Broker, kafka, read};
+
+use common::{Broker, Launch};
 
 const TOPIC: &str = "crash";
 const PARTITIONS: i32 = 2;
@@ -39,20 +40,22 @@ fn random_ms(seed: &mut u64, low: u64, high: u64) -> u64 {
     low + *seed % (high - low)
 }
 
+/// An idempotent acks=all producer whose records give up soon after the broker is killed.
+fn idempotent_producer(broker: &Broker) -> FutureProducer {
+    broker.producer(&[
+        ("enable.idempotence", "true"),
+        ("linger.ms", "1"),
+        ("message.timeout.ms", "5000"),
+    ])
+}
+
 async fn produce_until_stopped(
-    bootstrap: String,
+    producer: FutureProducer,
     id: usize,
     round: u32,
     acked: Acked,
     stop: Arc<AtomicBool>,
 ) {
-    let producer: FutureProducer = kafka::config(&bootstrap)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "1")
-        .set("message.timeout.ms", "5000")
-        .create()
-        .expect("producer");
     let partition = id as i32 % PARTITIONS;
     let mut i = 0u64;
     while !stop.load(Ordering::SeqCst) {
@@ -86,13 +89,13 @@ async fn produce_until_stopped(
     }
 }
 
+/// A consumer of `GROUP` that only commits and reads offsets.
+fn group_client(broker: &Broker) -> BaseConsumer {
+    broker.consumer_with(&[("group.id", GROUP)])
+}
+
 /// Commits a growing offset for partition 0, synchronously; remembers the last acknowledged one.
-fn commit_until_stopped(bootstrap: String, last: Arc<AtomicI64>, stop: Arc<AtomicBool>) {
-    let consumer: BaseConsumer = kafka::config(&bootstrap)
-        .set("group.id", GROUP)
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
+fn commit_until_stopped(consumer: BaseConsumer, last: Arc<AtomicI64>, stop: Arc<AtomicBool>) {
     let mut next = last.load(Ordering::SeqCst) + 1;
     while !stop.load(Ordering::SeqCst) {
         let mut tpl = TopicPartitionList::new();
@@ -106,12 +109,8 @@ fn commit_until_stopped(bootstrap: String, last: Arc<AtomicI64>, stop: Arc<Atomi
     }
 }
 
-fn committed(bootstrap: &str) -> i64 {
-    let consumer: BaseConsumer = kafka::config(bootstrap)
-        .set("group.id", GROUP)
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
+fn committed(broker: &Broker) -> i64 {
+    let consumer = group_client(broker);
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition(TOPIC, 0);
     for _ in 0..50 {
@@ -134,9 +133,10 @@ async fn verify(broker: &Broker, acked: &Acked, round: u32) {
     let acked = acked.lock().unwrap().clone();
     for partition in 0..PARTITIONS {
         let b = bootstrap.clone();
-        let records = tokio::task::spawn_blocking(move || read::all_records(&b, TOPIC, partition))
-            .await
-            .unwrap();
+        let records =
+            tokio::task::spawn_blocking(move || common::read_partition(&b, TOPIC, partition))
+                .await
+                .unwrap();
         for (i, (offset, _)) in records.iter().enumerate() {
             assert_eq!(
                 *offset, i as i64,
@@ -160,10 +160,7 @@ async fn verify(broker: &Broker, acked: &Acked, round: u32) {
             checked += 1;
         }
         // A fresh produce lands right at the old high watermark.
-        let producer: FutureProducer = kafka::config(&bootstrap)
-            .set("acks", "all")
-            .create()
-            .unwrap();
+        let producer = broker.producer(&[]);
         let value = format!("probe-r{round}-{partition}");
         let delivery = producer
             .send(
@@ -185,11 +182,28 @@ async fn verify(broker: &Broker, acked: &Acked, round: u32) {
     }
 }
 
+/// Aborts the producer tasks and waits until each one is gone. An aborted task is dropped only
+/// when a runtime worker gets to it, and dropping a producer blocks its worker (purge, flush,
+/// destroy): without the wait, a producer could outlive the restart and land a retried batch
+/// after `verify` read the partition. A producer task that panicked (two acks for one offset)
+/// fails the test.
+async fn stop_producers(producers: Vec<tokio::task::JoinHandle<()>>) {
+    for p in &producers {
+        p.abort();
+    }
+    for p in producers {
+        if let Err(e) = p.await
+            && e.is_panic()
+        {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_records_and_commits_survive_sigkill() {
     let mut broker = Broker::start();
-    let bootstrap = broker.bootstrap();
-    kafka::create_topic(&bootstrap, TOPIC, PARTITIONS, &[]).await;
+    broker.create_topic(TOPIC, PARTITIONS).await;
     let acked: Acked = Arc::default();
     let last_commit = Arc::new(AtomicI64::new(0));
     let mut seed = std::process::id() as u64 * 0x9E37_79B9 + 1;
@@ -198,7 +212,7 @@ async fn acknowledged_records_and_commits_survive_sigkill() {
         let producers: Vec<_> = (0..PRODUCERS)
             .map(|id| {
                 tokio::spawn(produce_until_stopped(
-                    bootstrap.clone(),
+                    idempotent_producer(&broker),
                     id,
                     round,
                     acked.clone(),
@@ -207,24 +221,22 @@ async fn acknowledged_records_and_commits_survive_sigkill() {
             })
             .collect();
         let committer = {
-            let (b, last, stop) = (bootstrap.clone(), last_commit.clone(), stop.clone());
-            std::thread::spawn(move || commit_until_stopped(b, last, stop))
+            let (c, last, stop) = (group_client(&broker), last_commit.clone(), stop.clone());
+            std::thread::spawn(move || commit_until_stopped(c, last, stop))
         };
         tokio::time::sleep(Duration::from_millis(random_ms(&mut seed, 300, 1500))).await;
         let commit_before_kill = last_commit.load(Ordering::SeqCst);
         broker.kill9();
         stop.store(true, Ordering::SeqCst);
-        for p in &producers {
-            p.abort();
-        }
-        broker.restart();
+        stop_producers(producers).await;
+        broker.start_again();
         // The committer's in-flight commit waits for the restarted broker (a sync commit does
         // not give up); it may or may not be acknowledged, so either value may be committed.
         committer.join().unwrap();
         let commit_acked = last_commit.load(Ordering::SeqCst);
         assert!(commit_acked >= commit_before_kill);
         verify(&broker, &acked, round).await;
-        let committed = committed(&bootstrap);
+        let committed = committed(&broker);
         assert!(
             commit_acked > 0,
             "round {round}: some commit was acknowledged"
@@ -281,16 +293,16 @@ async fn a_full_disk_refuses_produce_keeps_reads_and_loses_nothing_acknowledged(
         eprintln!("skipped: cannot mount a tmpfs here (needs root)");
         return;
     };
-    let mut broker = Broker::start_in(&[], Some(fs.dir.path().join("data")));
+    let mut broker = Launch::new(&[])
+        .data_on(&fs.dir.path().join("data"))
+        .start();
     let bootstrap = broker.bootstrap();
-    kafka::create_topic(&bootstrap, "full", 1, &[]).await;
-    let producer: FutureProducer = kafka::config(&bootstrap)
-        .set("acks", "all")
-        .set("retries", "0")
-        .set("linger.ms", "0")
-        .set("message.timeout.ms", "10000")
-        .create()
-        .unwrap();
+    broker.create_topic("full", 1).await;
+    let producer = broker.producer(&[
+        ("retries", "0"),
+        ("linger.ms", "0"),
+        ("message.timeout.ms", "10000"),
+    ]);
     let mut acked = Vec::new();
     let mut error = None;
     for i in 0..10_000 {
@@ -333,17 +345,17 @@ async fn a_full_disk_refuses_produce_keeps_reads_and_loses_nothing_acknowledged(
     };
     let b = bootstrap.clone();
     check(
-        tokio::task::spawn_blocking(move || read::all_records(&b, "full", 0))
+        tokio::task::spawn_blocking(move || common::read_partition(&b, "full", 0))
             .await
             .unwrap(),
     );
     // With room again, after a SIGKILL, everything acknowledged is there and produce works.
     broker.kill9();
     fs.resize("64m");
-    broker.restart();
+    broker.start_again();
     let b = bootstrap.clone();
     check(
-        tokio::task::spawn_blocking(move || read::all_records(&b, "full", 0))
+        tokio::task::spawn_blocking(move || common::read_partition(&b, "full", 0))
             .await
             .unwrap(),
     );

@@ -3,15 +3,24 @@
 //! expiry, resume after restarts, cooperative and static membership, the admin APIs, and groups
 //! coordinated by different shards.
 
-mod support_groups;
+mod common;
 
 use std::collections::BTreeSet;
 
 use rdkafka::consumer::Consumer;
 
-use support_groups::*;
+use common::group::*;
+use common::{Broker, WAIT_MAX, admin_options, block_on, wire};
 
 const PARTITIONS: i32 = 6;
+/// Kafka's (and Sable's) default group.initial.rebalance.delay.ms.
+const KAFKA_REBALANCE_DELAY_MS: u32 = 3000;
+
+/// A broker whose groups wait only `TEST_REBALANCE_DELAY_MS` for more members before their first
+/// rebalance, so that tests do not wait 3 s a group.
+fn start_broker() -> Broker {
+    Broker::start_with_rebalance_delay(TEST_REBALANCE_DELAY_MS)
+}
 
 #[test]
 fn three_members_split_six_partitions_and_consume_each_record_once() {
@@ -25,8 +34,8 @@ fn three_members_roundrobin() {
 
 /// 3 members with `strategy` on 6 partitions: two partitions each, 600 records once in total.
 fn three_members(strategy: &str) {
-    let b = Broker::start();
-    create_topic(&b, "three", PARTITIONS);
+    let b = start_broker();
+    block_on(b.create_topic("three", PARTITIONS));
     let cfg = [("partition.assignment.strategy", strategy)];
     let cs: Vec<GroupConsumer> = (0..3)
         .map(|_| consumer(&b, "g-three", "three", &cfg))
@@ -56,7 +65,6 @@ fn three_members(strategy: &str) {
     );
 }
 
-/// A kafka-python member in a child process (tests/python/group_member.py), SIGKILLed by the
 /// A Python interpreter that can `import kafka`: `SABLE_TEST_PYTHON` if set (CI points it at its
 /// venv), else `python3` if it has kafka-python, else a venv made once under `target/` with
 /// kafka-python from PyPI, so that `cargo test` works on a fresh machine.
@@ -105,6 +113,7 @@ fn kafka_python() -> String {
         .clone()
 }
 
+/// A kafka-python member in a child process (tests/python/group_member.py), SIGKILLed by the
 /// test: a member that dies without leaving. Its stdout lines arrive on `lines`.
 struct PyMember {
     child: std::process::Child,
@@ -123,7 +132,10 @@ impl PyMember {
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("start python3 group member");
-        let out = child.stdout.take().unwrap();
+        let out = child
+            .stdout
+            .take()
+            .expect("python member's stdout is piped");
         let (tx, lines) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for l in std::io::BufReader::new(out).lines() {
@@ -152,13 +164,14 @@ impl PyMember {
                         .unwrap_or("")
                         .split(',')
                         .filter(|s| !s.is_empty())
-                        .map(|s| s.parse().unwrap())
+                        .map(|s| s.parse().expect("ASSIGNED lists partition numbers"))
                         .collect();
                 }
                 Some("COMMITTED") => {
-                    let p: i32 = w.next().unwrap().parse().unwrap();
-                    let _offset = w.next();
-                    self.got.push((p, w.next().unwrap().to_string()));
+                    let mut field = || w.next().unwrap_or_else(|| panic!("short line {l:?}"));
+                    let p: i32 = field().parse().expect("COMMITTED names a partition");
+                    let _offset = field();
+                    self.got.push((p, field().to_string()));
                 }
                 Some("REFUSED") => eprintln!("python member: {l}"),
                 _ => panic!("python member printed {l:?}"),
@@ -168,7 +181,7 @@ impl PyMember {
 
     fn sigkill(&mut self) {
         self.child.kill().expect("SIGKILL python member");
-        self.child.wait().unwrap();
+        self.child.wait().expect("reap python member");
     }
 }
 
@@ -181,8 +194,8 @@ impl Drop for PyMember {
 
 #[test]
 fn leave_and_kill_survivors_take_over_without_redelivery_or_loss() {
-    let b = Broker::start();
-    create_topic(&b, "churn", PARTITIONS);
+    let b = start_broker();
+    block_on(b.create_topic("churn", PARTITIONS));
     let mut py = PyMember::start(&b, "g-churn", "churn");
     let survivors = [
         consumer(&b, "g-churn", "churn", &[]),
@@ -201,7 +214,7 @@ fn leave_and_kill_survivors_take_over_without_redelivery_or_loss() {
             break;
         }
         assert!(
-            started.elapsed() < WAIT_CAP,
+            started.elapsed() < GROUP_WAIT_MAX,
             "no 4-member assignment: {a:?}"
         );
         for c in &rust {
@@ -215,7 +228,7 @@ fn leave_and_kill_survivors_take_over_without_redelivery_or_loss() {
     let mut got = vec![vec![]; 3];
     let started = std::time::Instant::now();
     while got.iter().map(Vec::len).sum::<usize>() + py.got.len() < 240 {
-        assert!(started.elapsed() < WAIT_CAP, "phase 1 incomplete");
+        assert!(started.elapsed() < GROUP_WAIT_MAX, "phase 1 incomplete");
         py.drain();
         for (c, g) in rust.iter().zip(got.iter_mut()) {
             if let Some(r) = poll_commit(c, std::time::Duration::from_millis(20)) {
@@ -278,8 +291,8 @@ fn counts(got: &[Got], partitions: i32) -> std::collections::HashMap<i32, i64> {
 
 #[test]
 fn reopen_resumes_after_committed_offsets_also_after_broker_sigkill() {
-    let b = Broker::start();
-    create_topic(&b, "resume", PARTITIONS);
+    let mut b = start_broker();
+    block_on(b.create_topic("resume", PARTITIONS));
     produce(&b, "resume", PARTITIONS, 0, 50);
 
     // Read part of the topic, commit, close.
@@ -312,7 +325,8 @@ fn reopen_resumes_after_committed_offsets_also_after_broker_sigkill() {
         reader.extend(third[0].iter().cloned());
         counts(&reader, PARTITIONS)
     };
-    let b = b.kill_and_restart();
+    b.kill9();
+    b.start_again();
 
     let c = consumer(&b, "g-resume", "resume", &[]);
     assert_eq!(
@@ -343,8 +357,8 @@ fn nonempty(r: &Recorder) -> Vec<Event> {
 
 #[test]
 fn cooperative_sticky_second_member_takes_half_incrementally() {
-    let b = Broker::start();
-    create_topic(&b, "coop", PARTITIONS);
+    let b = start_broker();
+    block_on(b.create_topic("coop", PARTITIONS));
     let coop = [("partition.assignment.strategy", "cooperative-sticky")];
     let c1 = consumer(&b, "g-coop", "coop", &coop);
     let all: BTreeSet<i32> = (0..PARTITIONS).collect();
@@ -394,8 +408,8 @@ fn cooperative_sticky_second_member_takes_half_incrementally() {
 
 #[test]
 fn static_member_restart_gets_its_partitions_back_without_rebalancing_the_other() {
-    let b = Broker::start();
-    create_topic(&b, "static", PARTITIONS);
+    let b = start_broker();
+    block_on(b.create_topic("static", PARTITIONS));
     let cfg = |id| [("group.instance.id", id), ("session.timeout.ms", "30000")];
     let a = consumer(&b, "g-static", "static", &cfg("member-a"));
     let s = consumer(&b, "g-static", "static", &cfg("member-b"));
@@ -476,16 +490,6 @@ fn decode_assignment(bytes: &[u8], topic: &str) -> BTreeSet<i32> {
     out
 }
 
-/// A consumer of `group` that only commits and reads offsets (no subscription).
-fn offsets_client(b: &Broker, group: &str) -> GroupConsumer {
-    rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", b.bootstrap())
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create_with_context(Recorder::default())
-        .expect("consumer")
-}
-
 fn commit_offsets(c: &GroupConsumer, topic: &str, offsets: &[(i32, i64)]) {
     let mut tpl = rdkafka::TopicPartitionList::new();
     for (p, o) in offsets {
@@ -497,14 +501,14 @@ fn commit_offsets(c: &GroupConsumer, topic: &str, offsets: &[(i32, i64)]) {
 }
 
 fn delete_groups(b: &Broker, groups: &[&str]) -> Vec<rdkafka::admin::GroupResult> {
-    futures_block(admin(b).delete_groups(groups, &opts())).expect("delete_groups")
+    block_on(b.admin().delete_groups(groups, &admin_options())).expect("delete_groups")
 }
 
 #[test]
 fn admin_lists_describes_alters_and_deletes_groups() {
     use rdkafka::types::RDKafkaErrorCode;
-    let b = Broker::start();
-    create_topic(&b, "adm", 2);
+    let b = start_broker();
+    block_on(b.create_topic("adm", 2));
     let c1 = consumer(&b, "g-adm", "adm", &[("client.id", "adm-client")]);
     let c2 = consumer(&b, "g-adm", "adm", &[("client.id", "adm-client")]);
     let a = wait_assignments(&[&c1, &c2], "a 1/1 split", |a| {
@@ -519,7 +523,7 @@ fn admin_lists_describes_alters_and_deletes_groups() {
 
     // Describe: members, their assignments, the protocol.
     let list = c1
-        .fetch_group_list(Some("g-adm"), TIMEOUT)
+        .fetch_group_list(Some("g-adm"), WAIT_MAX)
         .expect("describe");
     let g = &list.groups()[0];
     assert_eq!(
@@ -541,7 +545,7 @@ fn admin_lists_describes_alters_and_deletes_groups() {
     assert_eq!(owned, want);
 
     // List (every broker is asked; rdkafka describes each group for its state).
-    let list = c1.fetch_group_list(None, TIMEOUT).expect("list");
+    let list = c1.fetch_group_list(None, WAIT_MAX).expect("list");
     let mut states: Vec<(String, String)> = list
         .groups()
         .iter()
@@ -567,13 +571,13 @@ fn admin_lists_describes_alters_and_deletes_groups() {
     assert_eq!(committed(&oc, "adm", 2), [(0, -1001), (1, -1001)].into());
     drop((c1, c2));
     let list = oc
-        .fetch_group_list(Some("g-adm"), TIMEOUT)
+        .fetch_group_list(Some("g-adm"), WAIT_MAX)
         .expect("describe");
     assert_eq!(list.groups()[0].state(), "Empty");
     assert_eq!(list.groups()[0].members().len(), 0);
     assert_eq!(delete_groups(&b, &["g-adm"]), vec![Ok("g-adm".to_string())]);
     // librdkafka describes only groups that ListGroups named: a deleted group is absent.
-    let list = oc.fetch_group_list(None, TIMEOUT).expect("list");
+    let list = oc.fetch_group_list(None, WAIT_MAX).expect("list");
     assert!(
         list.groups().is_empty(),
         "{:?}",
@@ -583,40 +587,30 @@ fn admin_lists_describes_alters_and_deletes_groups() {
 
 /// FindCoordinator v0 by hand (rdkafka has no API for it): the coordinator's (node id, port).
 fn find_coordinator(b: &Broker, group: &str) -> (i32, i32) {
-    use std::io::{Read, Write};
-    let mut body = Vec::new();
-    body.extend_from_slice(&10i16.to_be_bytes()); // FindCoordinator
-    body.extend_from_slice(&0i16.to_be_bytes()); // v0
-    body.extend_from_slice(&7i32.to_be_bytes()); // correlation id
-    body.extend_from_slice(&4i16.to_be_bytes());
-    body.extend_from_slice(b"test");
-    body.extend_from_slice(&(group.len() as i16).to_be_bytes());
-    body.extend_from_slice(group.as_bytes());
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", b.port)).unwrap();
-    s.set_read_timeout(Some(TIMEOUT)).unwrap();
-    s.write_all(&(body.len() as i32).to_be_bytes()).unwrap();
-    s.write_all(&body).unwrap();
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).unwrap();
-    let mut r = vec![0u8; i32::from_be_bytes(len) as usize];
-    s.read_exact(&mut r).unwrap();
-    assert_eq!(&r[0..4], &7i32.to_be_bytes(), "correlation id");
-    assert_eq!(&r[4..6], &0i16.to_be_bytes(), "error code");
-    let node = i32::from_be_bytes(r[6..10].try_into().unwrap());
-    let host_len = i16::from_be_bytes(r[10..12].try_into().unwrap()) as usize;
-    let port = i32::from_be_bytes(r[12 + host_len..16 + host_len].try_into().unwrap());
-    (node, port)
+    const CORRELATION_ID: i32 = 7;
+    let mut s = wire::connect(b.bootstrap());
+    wire::send_frame(
+        &mut s,
+        &wire::find_coordinator_v0_request(CORRELATION_ID, group),
+    );
+    let r = wire::decode_find_coordinator_v0(&wire::read_frame(&mut s));
+    assert_eq!(r.correlation_id, CORRELATION_ID, "correlation id");
+    assert_eq!(r.error_code, wire::ERROR_NONE, "error code");
+    (r.node_id, r.port)
 }
 
 #[test]
 fn groups_coordinated_by_different_shards_work_side_by_side() {
-    let b = Broker::start();
-    create_topic(&b, "sides", PARTITIONS);
-    let groups = [group_on_shard("g-side", 0), group_on_shard("g-side", 1)];
+    let b = start_broker();
+    block_on(b.create_topic("sides", PARTITIONS));
+    let groups = [
+        group_on_shard("g-side", 0, b.shards()),
+        group_on_shard("g-side", 1, b.shards()),
+    ];
     for (shard, g) in groups.iter().enumerate() {
         assert_eq!(
             find_coordinator(&b, g),
-            (shard as i32, i32::from(b.port) + 1 + shard as i32),
+            (shard as i32, i32::from(b.base_port()) + 1 + shard as i32),
             "{g}"
         );
     }
@@ -651,7 +645,7 @@ fn groups_coordinated_by_different_shards_work_side_by_side() {
     let second_offsets = committed(&members[2], "sides", PARTITIONS);
     let read: i64 = second_offsets.values().map(|o| (*o).max(0)).sum();
     assert_eq!(read, 90, "{second_offsets:?}");
-    let list = members[0].fetch_group_list(None, TIMEOUT).expect("list");
+    let list = members[0].fetch_group_list(None, WAIT_MAX).expect("list");
     let mut names: Vec<&str> = list.groups().iter().map(|g| g.name()).collect();
     names.sort();
     let mut want = [groups[0].as_str(), groups[1].as_str()];
@@ -661,8 +655,8 @@ fn groups_coordinated_by_different_shards_work_side_by_side() {
 
 #[test]
 fn default_initial_delay_lone_consumer_gets_its_first_record() {
-    let b = Broker::start_with_delay(3000);
-    create_topic(&b, "lone", 1);
+    let b = Broker::start_with_rebalance_delay(KAFKA_REBALANCE_DELAY_MS);
+    block_on(b.create_topic("lone", 1));
     produce(&b, "lone", 1, 0, 5);
     let c = consumer(&b, "g-lone", "lone", &[]);
     let mut got = vec![vec![]];
@@ -673,8 +667,8 @@ fn default_initial_delay_lone_consumer_gets_its_first_record() {
 
 #[test]
 fn live_members_carry_on_across_a_broker_sigkill() {
-    let b = Broker::start();
-    create_topic(&b, "live", PARTITIONS);
+    let mut b = start_broker();
+    block_on(b.create_topic("live", PARTITIONS));
     let cs = [
         consumer(&b, "g-live", "live", &[]),
         consumer(&b, "g-live", "live", &[]),
@@ -691,7 +685,8 @@ fn live_members_carry_on_across_a_broker_sigkill() {
 
     // The broker dies under the members and comes back: the group's members and generation
     // are gone (only offsets are durable), so they rejoin and resume from their commits.
-    let b = b.kill_and_restart_in_place();
+    b.kill9();
+    b.start_again();
     poll_until(&refs, &mut got, "the other 60 records", |g| {
         g.iter().map(Vec::len).sum::<usize>() >= 120
     });
@@ -710,9 +705,12 @@ fn live_members_carry_on_across_a_broker_sigkill() {
 
 #[test]
 fn deleted_groups_stay_deleted_after_a_broker_sigkill() {
-    let b = Broker::start();
-    create_topic(&b, "gone", 2);
-    let groups = [group_on_shard("g-gone", 0), group_on_shard("g-gone", 1)];
+    let mut b = start_broker();
+    block_on(b.create_topic("gone", 2));
+    let groups = [
+        group_on_shard("g-gone", 0, b.shards()),
+        group_on_shard("g-gone", 1, b.shards()),
+    ];
     for g in &groups {
         let oc = offsets_client(&b, g);
         commit_offsets(&oc, "gone", &[(0, 5), (1, 7)]);
@@ -725,7 +723,8 @@ fn deleted_groups_stay_deleted_after_a_broker_sigkill() {
     commit_offsets(&oc, "gone", &[(1, 2)]);
     drop(oc);
 
-    let b = b.kill_and_restart();
+    b.kill9();
+    b.start_again();
     let after: Vec<_> = groups
         .iter()
         .map(|g| committed(&offsets_client(&b, g), "gone", 2))
@@ -746,8 +745,8 @@ fn deleted_groups_stay_deleted_after_a_broker_sigkill() {
 
 #[test]
 fn static_member_that_does_not_return_expires_and_its_partitions_move() {
-    let b = Broker::start();
-    create_topic(&b, "static-gone", PARTITIONS);
+    let b = start_broker();
+    block_on(b.create_topic("static-gone", PARTITIONS));
     let cfg = |id| [("group.instance.id", id), ("session.timeout.ms", "6000")];
     let stay = consumer(&b, "g-static-gone", "static-gone", &cfg("stay"));
     let gone = consumer(&b, "g-static-gone", "static-gone", &cfg("gone"));
@@ -773,15 +772,15 @@ fn static_member_that_does_not_return_expires_and_its_partitions_move() {
     assert_eq!(received(&got), expected(0..PARTITIONS, 0, 20));
     assert_eq!(assigned(&stay), (0..PARTITIONS).collect());
     let list = stay
-        .fetch_group_list(Some("g-static-gone"), TIMEOUT)
+        .fetch_group_list(Some("g-static-gone"), WAIT_MAX)
         .expect("describe");
     assert_eq!(list.groups()[0].members().len(), 1);
 }
 
 #[test]
 fn cooperative_sticky_third_member_joins_and_one_leaves() {
-    let b = Broker::start();
-    create_topic(&b, "coop3", PARTITIONS);
+    let b = start_broker();
+    block_on(b.create_topic("coop3", PARTITIONS));
     let coop = [("partition.assignment.strategy", "cooperative-sticky")];
     let c1 = consumer(&b, "g-coop3", "coop3", &coop);
     let c2 = consumer(&b, "g-coop3", "coop3", &coop);

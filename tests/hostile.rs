@@ -2,7 +2,7 @@
 //! unknown APIs, many connections. After each, the broker must still answer, and its memory must
 //! not have grown by what the frames announced.
 
-mod support_safety;
+mod common;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -12,7 +12,8 @@ use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
-use support_safety::{Broker, wire};
+
+use common::{Broker, codec, wire};
 
 fn api_versions() -> ApiVersionsRequest {
     ApiVersionsRequest::default()
@@ -23,7 +24,7 @@ fn api_versions() -> ApiVersionsRequest {
 /// The broker answers ApiVersions v3 on a fresh connection.
 fn assert_alive(broker: &Broker) {
     let mut s = wire::connect(broker.addr());
-    let resp: ApiVersionsResponse = wire::call(&mut s, ApiKey::ApiVersions, 3, &api_versions());
+    let resp: ApiVersionsResponse = codec::call(&mut s, ApiKey::ApiVersions, 3, &api_versions());
     assert_eq!(resp.error_code, 0);
     assert!(!resp.api_keys.is_empty());
 }
@@ -71,14 +72,13 @@ fn garbage_lies_and_slow_writers_leave_the_broker_serving() {
     );
     assert_alive(&broker);
 
-    // A valid Metadata header followed by a nonsense body.
-    let mut frame = wire::frame(ApiKey::Metadata, 12, 1, &MetadataRequest::default());
-    frame.truncate(4 + 20);
-    frame.extend_from_slice(&[0xff; 40]);
-    let len = (frame.len() - 4) as i32;
-    frame[..4].copy_from_slice(&len.to_be_bytes());
+    // A valid Metadata header and the first 3 bytes of its body, then nonsense.
+    let header_len = codec::header(ApiKey::Metadata, 12, 1).len();
+    let mut body = codec::request(ApiKey::Metadata, 12, 1, &MetadataRequest::default());
+    body.truncate(header_len + 3);
+    body.extend_from_slice(&[0xff; 40]);
     let mut s = wire::connect(broker.addr());
-    s.write_all(&frame).unwrap();
+    s.write_all(&wire::frame(&body)).unwrap();
     assert!(
         closed_by_broker(&mut s),
         "a nonsense body closes the connection"
@@ -106,7 +106,7 @@ fn garbage_lies_and_slow_writers_leave_the_broker_serving() {
     assert_alive(&broker);
 
     // Unknown API key: that connection only.
-    let mut frame = wire::frame(ApiKey::ApiVersions, 3, 1, &api_versions());
+    let mut frame = codec::frame(ApiKey::ApiVersions, 3, 1, &api_versions());
     frame[4..6].copy_from_slice(&9999i16.to_be_bytes());
     let mut s = wire::connect(broker.addr());
     s.write_all(&frame).unwrap();
@@ -126,13 +126,13 @@ fn garbage_lies_and_slow_writers_leave_the_broker_serving() {
 #[test]
 fn one_byte_at_a_time_and_pipelined_requests_are_answered_in_order() {
     let broker = Broker::start();
-    let frame = wire::frame(ApiKey::ApiVersions, 3, 77, &api_versions());
+    let frame = codec::frame(ApiKey::ApiVersions, 3, 77, &api_versions());
     let mut s = wire::connect(broker.addr());
     for b in &frame {
         s.write_all(&[*b]).unwrap();
         std::thread::sleep(Duration::from_millis(1));
     }
-    let (correlation_id, mut body) = wire::read_response(&mut s, ApiKey::ApiVersions, 3).unwrap();
+    let (correlation_id, mut body) = codec::read_response(&mut s, ApiKey::ApiVersions, 3);
     assert_eq!(correlation_id, 77);
     assert_eq!(
         ApiVersionsResponse::decode(&mut body, 3)
@@ -143,11 +143,11 @@ fn one_byte_at_a_time_and_pipelined_requests_are_answered_in_order() {
 
     let mut all = Vec::new();
     for id in 0..50 {
-        all.extend(wire::frame(ApiKey::ApiVersions, 3, id, &api_versions()));
+        all.extend(codec::frame(ApiKey::ApiVersions, 3, id, &api_versions()));
     }
     s.write_all(&all).unwrap();
     for id in 0..50 {
-        let (correlation_id, _) = wire::read_response(&mut s, ApiKey::ApiVersions, 3).unwrap();
+        let (correlation_id, _) = codec::read_response(&mut s, ApiKey::ApiVersions, 3);
         assert_eq!(correlation_id, id, "answers in request order");
     }
 }
@@ -155,12 +155,12 @@ fn one_byte_at_a_time_and_pipelined_requests_are_answered_in_order() {
 #[test]
 fn api_versions_of_an_unknown_version_gets_the_kip_511_answer() {
     let broker = Broker::start();
-    let mut frame = wire::frame(ApiKey::ApiVersions, 3, 5, &api_versions());
+    let mut frame = codec::frame(ApiKey::ApiVersions, 3, 5, &api_versions());
     frame[6..8].copy_from_slice(&99i16.to_be_bytes());
     let mut s = wire::connect(broker.addr());
     s.write_all(&frame).unwrap();
     // Answered in the v0 layout (response header v0), whatever the version asked.
-    let (correlation_id, mut body) = wire::read_response(&mut s, ApiKey::ApiVersions, 0).unwrap();
+    let (correlation_id, mut body) = codec::read_response(&mut s, ApiKey::ApiVersions, 0);
     assert_eq!(correlation_id, 5);
     let resp = ApiVersionsResponse::decode(&mut body, 0).unwrap();
     assert_eq!(resp.error_code, 35, "UNSUPPORTED_VERSION");
@@ -205,8 +205,8 @@ fn a_thousand_connections_then_metadata_still_answers() {
     }
     let mut s = wire::connect(broker.addr());
     let resp: MetadataResponse =
-        wire::call(&mut s, ApiKey::Metadata, 12, &MetadataRequest::default());
-    assert_eq!(resp.brokers.len(), support_safety::SHARDS as usize);
+        codec::call(&mut s, ApiKey::Metadata, 12, &MetadataRequest::default());
+    assert_eq!(resp.brokers.len(), usize::from(broker.shards()));
     let grown_kib = broker.rss_kib().saturating_sub(rss_before);
     eprintln!("{connections} connections: RSS grew by {grown_kib} KiB");
     drop(open);
@@ -217,17 +217,17 @@ fn a_thousand_connections_then_metadata_still_answers() {
 fn connections_over_the_per_ip_limit_are_closed_at_accept() {
     let broker = Broker::start_with(&["--max-connections-per-ip", "4"]);
     // Each shard counts its own connections; the shard port reaches exactly one shard.
-    let shard_port = std::net::SocketAddr::from(([127, 0, 0, 1], broker.port + 1));
+    let shard_port = broker.shard_addr(0);
     // The harness's readiness probes count until the broker has seen them close.
     std::thread::sleep(Duration::from_millis(300));
     let mut held: Vec<TcpStream> = (0..4).map(|_| wire::connect(shard_port)).collect();
     for (i, s) in held.iter_mut().enumerate() {
-        let r: std::io::Result<ApiVersionsResponse> =
-            wire::try_call(s, ApiKey::ApiVersions, 3, &api_versions());
-        r.unwrap_or_else(|e| panic!("connection {i}: {e}; log:\n{}", broker.log()));
+        let r: Result<ApiVersionsResponse, _> =
+            codec::try_call(s, ApiKey::ApiVersions, 3, &api_versions());
+        r.unwrap_or_else(|e| broker.fail(&format!("connection {i}: {e:?}")));
     }
     let mut extra = wire::connect(shard_port);
-    let _ = extra.write_all(&wire::frame(ApiKey::ApiVersions, 3, 1, &api_versions()));
+    let _ = extra.write_all(&codec::frame(ApiKey::ApiVersions, 3, 1, &api_versions()));
     assert!(
         closed_by_broker(&mut extra),
         "the fifth connection is closed"
@@ -235,7 +235,7 @@ fn connections_over_the_per_ip_limit_are_closed_at_accept() {
     drop(held.pop());
     std::thread::sleep(Duration::from_millis(200));
     let mut again = wire::connect(shard_port);
-    let _: ApiVersionsResponse = wire::call(&mut again, ApiKey::ApiVersions, 3, &api_versions());
+    let _: ApiVersionsResponse = codec::call(&mut again, ApiKey::ApiVersions, 3, &api_versions());
     assert!(broker.log().contains("over --max-connections-per-ip"));
 }
 
@@ -248,7 +248,7 @@ fn requests_over_the_queued_bytes_budget_wait_instead_of_growing_memory() {
         "1048576",
     ]);
     std::thread::sleep(Duration::from_millis(300));
-    let shard_port = std::net::SocketAddr::from(([127, 0, 0, 1], broker.port + 1));
+    let shard_port = broker.shard_addr(0);
     // A announces a whole-budget frame and stalls inside it.
     let mut a = wire::connect(shard_port);
     a.write_all(&(1i32 << 20).to_be_bytes()).unwrap();
@@ -256,7 +256,7 @@ fn requests_over_the_queued_bytes_budget_wait_instead_of_growing_memory() {
     std::thread::sleep(Duration::from_millis(200));
     // B's small request on the same shard waits for budget: no answer yet.
     let mut b = wire::connect(shard_port);
-    b.write_all(&wire::frame(ApiKey::ApiVersions, 3, 9, &api_versions()))
+    b.write_all(&codec::frame(ApiKey::ApiVersions, 3, 9, &api_versions()))
         .unwrap();
     b.set_read_timeout(Some(Duration::from_millis(700)))
         .unwrap();
@@ -269,30 +269,27 @@ fn requests_over_the_queued_bytes_budget_wait_instead_of_growing_memory() {
     // A gives up: its bytes return to the budget and B is answered.
     drop(a);
     b.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let (correlation_id, _) = wire::read_response(&mut b, ApiKey::ApiVersions, 3).unwrap();
+    let (correlation_id, _) = codec::read_response(&mut b, ApiKey::ApiVersions, 3);
     assert_eq!(correlation_id, 9);
 }
 
 #[test]
 fn connections_over_max_connections_are_closed_at_accept() {
     let broker = Broker::start_with(&["--max-connections", "3"]);
-    let shard_port = std::net::SocketAddr::from(([127, 0, 0, 1], broker.port + 2));
+    let shard_port = broker.shard_addr(1);
     std::thread::sleep(Duration::from_millis(300));
     let mut held: Vec<TcpStream> = (0..3).map(|_| wire::connect(shard_port)).collect();
     for s in &mut held {
-        let _: ApiVersionsResponse = wire::call(s, ApiKey::ApiVersions, 3, &api_versions());
+        let _: ApiVersionsResponse = codec::call(s, ApiKey::ApiVersions, 3, &api_versions());
     }
     let mut extra = wire::connect(shard_port);
-    let _ = extra.write_all(&wire::frame(ApiKey::ApiVersions, 3, 1, &api_versions()));
+    let _ = extra.write_all(&codec::frame(ApiKey::ApiVersions, 3, 1, &api_versions()));
     assert!(
         closed_by_broker(&mut extra),
         "the fourth connection to the shard is closed"
     );
     assert!(broker.log().contains("over --max-connections"));
     // The other shard has its own budget.
-    let mut other = wire::connect(std::net::SocketAddr::from((
-        [127, 0, 0, 1],
-        broker.port + 1,
-    )));
-    let _: ApiVersionsResponse = wire::call(&mut other, ApiKey::ApiVersions, 3, &api_versions());
+    let mut other = wire::connect(broker.shard_addr(0));
+    let _: ApiVersionsResponse = codec::call(&mut other, ApiKey::ApiVersions, 3, &api_versions());
 }

@@ -2,15 +2,16 @@
 //! every in-flight batch after the restart, and the broker must recognise the ones it already
 //! wrote. Every acknowledged record must be in the log exactly once, in order.
 
-mod support_safety;
+mod common;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use support_safety::{Broker, kafka, read};
+use rdkafka::producer::FutureRecord;
+
+use common::Broker;
 
 const MESSAGES: usize = 4000;
 const KILLS: usize = 3;
@@ -19,14 +20,12 @@ const KILLS: usize = 3;
 async fn idempotent_producer_survives_sigkill_exactly_once_in_order() {
     let mut broker = Broker::start();
     let bootstrap = broker.bootstrap();
-    kafka::create_topic(&bootstrap, "idem", 1, &[]).await;
-    let producer: FutureProducer = kafka::config(&bootstrap)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "2")
-        .set("message.timeout.ms", "120000")
-        .create()
-        .expect("producer");
+    broker.create_topic("idem", 1).await;
+    let producer = broker.producer(&[
+        ("enable.idempotence", "true"),
+        ("linger.ms", "2"),
+        ("message.timeout.ms", "120000"),
+    ]);
     let acked = Arc::new(AtomicUsize::new(0));
     let sender = {
         let acked = acked.clone();
@@ -65,13 +64,14 @@ async fn idempotent_producer_survives_sigkill_exactly_once_in_order() {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         broker.kill9();
-        broker.restart();
+        broker.start_again();
     }
     let offsets = sender.await.unwrap();
 
-    let records = tokio::task::spawn_blocking(move || read::all_records(&bootstrap, "idem", 0))
-        .await
-        .unwrap();
+    let records =
+        tokio::task::spawn_blocking(move || common::read_partition(&bootstrap, "idem", 0))
+            .await
+            .unwrap();
     let by_value: HashMap<&[u8], i64> = records.iter().map(|(o, v)| (v.as_slice(), *o)).collect();
     assert_eq!(
         by_value.len(),
@@ -110,7 +110,12 @@ mod raw {
         Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
     };
 
-    use super::support_safety::{Broker, wire};
+    use super::common::{Broker, codec, wire};
+
+    /// How often a produce cut off by a reset is sent again, as a client would.
+    const PRODUCE_ATTEMPTS_MAX: u32 = 10;
+    /// Pause before a produce cut off by a reset is sent again.
+    const PRODUCE_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 
     fn batch(pid: i64, epoch: i16, seq: i32, count: i32) -> bytes::Bytes {
         let records: Vec<Record> = (0..count)
@@ -140,7 +145,7 @@ mod raw {
     }
 
     /// Produces one batch to raw-0 on the owning shard; (error code, base offset).
-    fn produce(broker: &Broker, shard_port: u16, records: bytes::Bytes) -> (i16, i64) {
+    fn produce(broker: &Broker, shard: u16, records: bytes::Bytes) -> (i16, i64) {
         let req = ProduceRequest::default()
             .with_transactional_id(None)
             .with_acks(-1)
@@ -159,15 +164,15 @@ mod raw {
         // for those to close, so this loop should not be needed.
         let mut attempt = 0;
         let resp: ProduceResponse = loop {
-            let mut s = wire::connect(([127, 0, 0, 1], shard_port).into());
-            match wire::try_call(&mut s, ApiKey::Produce, 9, &req) {
+            let mut s = wire::connect(broker.shard_addr(shard));
+            match codec::try_call(&mut s, ApiKey::Produce, 9, &req) {
                 Ok(resp) => break resp,
-                Err(e) if attempt < 10 => {
-                    eprintln!("produce attempt {attempt}: {e}");
+                Err(e) if attempt < PRODUCE_ATTEMPTS_MAX => {
+                    eprintln!("produce attempt {attempt}: {e:?}");
                     attempt += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    std::thread::sleep(PRODUCE_RETRY_PAUSE);
                 }
-                Err(e) => panic!("produce: {e}; broker log:\n{}", broker.log()),
+                Err(e) => broker.fail(&format!("produce: {e:?}")),
             }
         };
         let p = &resp.responses[0].partition_responses[0];
@@ -175,12 +180,11 @@ mod raw {
     }
 
     /// The shard owning raw-0: the one that does not answer NOT_LEADER_OR_FOLLOWER.
-    fn owner_port(broker: &Broker, records: bytes::Bytes) -> (u16, i64) {
-        for shard in 0..super::support_safety::SHARDS {
-            let port = broker.port + 1 + shard;
-            let (code, offset) = produce(broker, port, records.clone());
+    fn owner_shard(broker: &Broker, records: bytes::Bytes) -> (u16, i64) {
+        for shard in 0..broker.shards() {
+            let (code, offset) = produce(broker, shard, records.clone());
             if code == 0 {
-                return (port, offset);
+                return (shard, offset);
             }
             assert_eq!(code, 6, "not the owner");
         }
@@ -190,9 +194,9 @@ mod raw {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn retried_batches_get_their_original_offsets_across_a_sigkill() {
         let mut broker = Broker::start();
-        super::kafka::create_topic(&broker.bootstrap(), "raw", 1, &[]).await;
+        broker.create_topic("raw", 1).await;
         let mut s = wire::connect(broker.addr());
-        let init: InitProducerIdResponse = wire::call(
+        let init: InitProducerIdResponse = codec::call(
             &mut s,
             ApiKey::InitProducerId,
             4,
@@ -204,45 +208,45 @@ mod raw {
         );
         assert_eq!(init.error_code, 0);
         let (pid, epoch) = (init.producer_id.0, init.producer_epoch);
-        let (port, first) = owner_port(&broker, batch(pid, epoch, 0, 3));
+        let (shard, first) = owner_shard(&broker, batch(pid, epoch, 0, 3));
         assert_eq!(first, 0);
-        assert_eq!(produce(&broker, port, batch(pid, epoch, 3, 2)), (0, 3));
+        assert_eq!(produce(&broker, shard, batch(pid, epoch, 3, 2)), (0, 3));
         // A plain retry, before any restart.
-        assert_eq!(produce(&broker, port, batch(pid, epoch, 0, 3)), (0, 0));
+        assert_eq!(produce(&broker, shard, batch(pid, epoch, 0, 3)), (0, 0));
 
         broker.kill9();
-        broker.restart();
+        broker.start_again();
         // After the crash (no snapshot: state comes from the header scan) both are known.
-        assert_eq!(produce(&broker, port, batch(pid, epoch, 3, 2)), (0, 3));
-        assert_eq!(produce(&broker, port, batch(pid, epoch, 0, 3)), (0, 0));
+        assert_eq!(produce(&broker, shard, batch(pid, epoch, 3, 2)), (0, 3));
+        assert_eq!(produce(&broker, shard, batch(pid, epoch, 0, 3)), (0, 0));
         assert_eq!(
-            produce(&broker, port, batch(pid, epoch, 9, 1)).0,
+            produce(&broker, shard, batch(pid, epoch, 9, 1)).0,
             45,
             "gap: OUT_OF_ORDER_SEQUENCE_NUMBER"
         );
-        assert_eq!(produce(&broker, port, batch(pid, epoch, 5, 1)), (0, 5));
+        assert_eq!(produce(&broker, shard, batch(pid, epoch, 5, 1)), (0, 5));
 
-        broker.stop();
+        // A clean stop (which must exit 0), then a new process.
         broker.restart();
         // After a clean stop (state from the snapshot).
-        assert_eq!(produce(&broker, port, batch(pid, epoch, 5, 1)), (0, 5));
+        assert_eq!(produce(&broker, shard, batch(pid, epoch, 5, 1)), (0, 5));
         assert_eq!(
-            produce(&broker, port, batch(pid, epoch + 1, 4, 1)).0,
+            produce(&broker, shard, batch(pid, epoch + 1, 4, 1)).0,
             45,
             "new epoch starts at 0"
         );
-        assert_eq!(produce(&broker, port, batch(pid, epoch + 1, 0, 1)), (0, 6));
+        assert_eq!(produce(&broker, shard, batch(pid, epoch + 1, 0, 1)), (0, 6));
         assert_eq!(
-            produce(&broker, port, batch(pid, epoch, 6, 1)).0,
+            produce(&broker, shard, batch(pid, epoch, 6, 1)).0,
             47,
             "INVALID_PRODUCER_EPOCH"
         );
-        let high = super::read::high_watermark(&broker.bootstrap(), "raw", 0);
+        let high = super::common::high_watermark(&broker.bootstrap(), "raw", 0);
         assert_eq!(high, 7, "no retry was written twice");
 
         // DescribeProducers (KIP-664) shows the producer at its new epoch and last sequence.
-        let mut s = wire::connect(([127, 0, 0, 1], port).into());
-        let described: DescribeProducersResponse = wire::call(
+        let mut s = wire::connect(broker.shard_addr(shard));
+        let described: DescribeProducersResponse = codec::call(
             &mut s,
             ApiKey::DescribeProducers,
             0,

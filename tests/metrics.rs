@@ -1,20 +1,21 @@
 //! The Prometheus endpoint against the real binary: it parses, and values move with traffic.
 
-mod support_ops;
+mod common;
 
-use std::time::Duration;
+use rdkafka::admin::{NewTopic, TopicReplication};
+use rdkafka::producer::FutureRecord;
 
-use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use support_ops::{Broker, parse_metrics, sum};
+use common::metrics::{parse_metrics, sum};
+use common::{Broker, Launch, WAIT_MAX};
 
-const TIMEOUT: Duration = Duration::from_secs(20);
+/// A broker that serves metrics.
+fn start_broker() -> Broker {
+    Launch::new(&[]).with_metrics().start()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_move_with_traffic() {
-    let b = Broker::start();
+    let b = start_broker();
     let before = parse_metrics(&b.scrape());
     for shard in ["shard=\"0\"", "shard=\"1\""] {
         assert!(
@@ -24,23 +25,21 @@ async fn metrics_move_with_traffic() {
             "every shard reports: {before:?}"
         );
     }
-    let a: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", b.bootstrap())
-        .create()
-        .unwrap();
+    let a = b.admin();
     let t = NewTopic::new("m", 2, TopicReplication::Fixed(1));
-    assert!(a.create_topics([&t], &AdminOptions::new()).await.unwrap()[0].is_ok());
-    let p: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", b.bootstrap())
-        .set("acks", "all")
-        .create()
-        .unwrap();
+    assert!(
+        a.create_topics([&t], &common::admin_options())
+            .await
+            .unwrap()[0]
+            .is_ok()
+    );
+    let p = b.producer(&[]);
     for i in 0..20 {
         p.send(
             FutureRecord::<(), _>::to("m")
                 .partition(i % 2)
                 .payload("hello metrics"),
-            TIMEOUT,
+            WAIT_MAX,
         )
         .await
         .unwrap_or_else(|(e, _)| panic!("{e}"));
@@ -73,11 +72,7 @@ async fn metrics_move_with_traffic() {
 
 #[test]
 fn metrics_endpoint_refuses_other_paths() {
-    use std::io::{Read, Write};
-    let b = Broker::start();
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", b.metrics_port)).unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
+    let b = start_broker();
+    let out = b.metrics_exchange(b"GET / HTTP/1.1\r\n\r\n");
     assert!(out.starts_with("HTTP/1.1 404"), "{out}");
 }

@@ -18,7 +18,7 @@ struct Bystander {
 impl Bystander {
     fn open(broker: &Broker) -> Bystander {
         let mut b = Bystander {
-            stream: wire::connect(&broker.bootstrap()),
+            stream: wire::connect(broker.bootstrap()),
             correlation_id: 1000,
         };
         b.assert_served();
@@ -37,7 +37,7 @@ impl Bystander {
 
 /// A brand-new connection gets an ApiVersions answer.
 fn assert_new_connection_served(broker: &Broker) {
-    let mut s = wire::connect(&broker.bootstrap());
+    let mut s = wire::connect(broker.bootstrap());
     wire::send_frame(&mut s, &wire::api_versions_request(3, 7));
     let resp = wire::decode_api_versions(&wire::read_frame(&mut s), 3);
     assert_eq!(resp.correlation_id, 7);
@@ -47,7 +47,7 @@ fn assert_new_connection_served(broker: &Broker) {
 /// Writes raw bytes (no length prefix added) on a fresh connection and expects it closed.
 fn assert_raw_bytes_close_connection(broker: &Broker, bytes: &[u8]) {
     let mut bystander = Bystander::open(broker);
-    let mut s = wire::connect(&broker.bootstrap());
+    let mut s = wire::connect(broker.bootstrap());
     std::io::Write::write_all(&mut s, bytes).expect("write");
     match wire::read_reply(&mut s) {
         Reply::Closed => {}
@@ -65,7 +65,7 @@ fn assert_raw_bytes_close_connection(broker: &Broker, bytes: &[u8]) {
 /// with an error, but an answer must carry our correlation id.
 fn assert_closed_or_answered(broker: &Broker, body: &[u8], correlation_id: i32) {
     let mut bystander = Bystander::open(broker);
-    let mut s = wire::connect(&broker.bootstrap());
+    let mut s = wire::connect(broker.bootstrap());
     wire::send_frame(&mut s, body);
     match wire::read_reply(&mut s) {
         Reply::Closed => {}
@@ -84,7 +84,7 @@ fn assert_closed_or_answered(broker: &Broker, body: &[u8], correlation_id: i32) 
 #[test]
 fn api_versions_v0_to_v4_are_answered_with_the_same_table() {
     let broker = Broker::start();
-    let mut s = wire::connect(&broker.bootstrap());
+    let mut s = wire::connect(broker.bootstrap());
     let mut tables = Vec::new();
     for version in 0..=4i16 {
         let correlation_id = 40 + i32::from(version);
@@ -140,7 +140,7 @@ fn api_versions_v0_to_v4_are_answered_with_the_same_table() {
 #[test]
 fn pipelined_requests_are_answered_in_order() {
     let broker = Broker::start();
-    let mut s = wire::connect(&broker.bootstrap());
+    let mut s = wire::connect(broker.bootstrap());
     let versions = [4i16, 0, 3, 1, 2, 4, 0];
     let mut all = Vec::new();
     for (i, &v) in versions.iter().enumerate() {
@@ -159,7 +159,7 @@ fn pipelined_requests_are_answered_in_order() {
 #[test]
 fn api_versions_unknown_version_gets_unsupported_version_in_v0_layout() {
     let broker = Broker::start();
-    let mut s = wire::connect(&broker.bootstrap());
+    let mut s = wire::connect(broker.bootstrap());
     // A client newer than the broker sends its newest version in the flexible layout (KIP-511).
     wire::send_frame(&mut s, &wire::api_versions_request(99, 77));
     // The answer uses the v0 layout so any client can read it: decoding as v0 checks that no

@@ -1,8 +1,9 @@
 //! Retention and DeleteRecords through the real binary: old segments go by retention.ms on the
 //! shard's periodic check, DeleteRecords moves the log start, and both survive restarts.
 
-mod support_safety;
+mod common;
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::delete_records_request::{
@@ -11,23 +12,37 @@ use kafka_protocol::messages::delete_records_request::{
 use kafka_protocol::messages::{ApiKey, DeleteRecordsRequest, DeleteRecordsResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use support_safety::{Broker, files_in, kafka, wire};
+use rdkafka::producer::FutureRecord;
 
+use common::{Broker, codec, wire};
+
+/// The log start offset of `topic`-0. Takes the bootstrap address, not the `Broker`, so that it
+/// can run on a blocking thread.
 fn low_watermark(bootstrap: &str, topic: &str) -> i64 {
-    let consumer: BaseConsumer = kafka::config(bootstrap).create().unwrap();
+    let consumer: BaseConsumer = common::client_config(bootstrap)
+        .create()
+        .expect("create consumer");
     consumer
         .fetch_watermarks(topic, 0, Duration::from_secs(10))
         .expect("watermarks")
         .0
 }
 
-async fn produce(bootstrap: &str, topic: &str, count: usize, timestamp_ms: i64) {
-    let producer: FutureProducer = kafka::config(bootstrap)
-        .set("acks", "all")
-        .set("linger.ms", "0")
-        .create()
-        .unwrap();
+/// The files of `dir` whose names end in `suffix`, sorted (none if `dir` does not exist).
+fn files_in(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.expect("read a directory entry").path())
+                .collect()
+        })
+        .unwrap_or_default();
+    files.retain(|p| p.to_string_lossy().ends_with(suffix));
+    files.sort();
+    files
+}
+
+async fn produce(broker: &Broker, topic: &str, count: usize, timestamp_ms: i64) {
+    let producer = broker.producer(&[("linger.ms", "0")]);
     for i in 0..count {
         let value = format!("{i:0200}");
         producer
@@ -62,9 +77,9 @@ async fn old_segments_are_deleted_by_retention_ms_and_the_start_survives_restart
         "200",
     ]);
     let bootstrap = broker.bootstrap();
-    kafka::create_topic(&bootstrap, "old", 1, &[]).await;
-    produce(&bootstrap, "old", 50, now_ms() - 3_600_000).await;
-    produce(&bootstrap, "old", 5, now_ms()).await;
+    broker.create_topic("old", 1).await;
+    produce(&broker, "old", 50, now_ms() - 3_600_000).await;
+    produce(&broker, "old", 5, now_ms()).await;
     let dir = broker.partition_dir("old", 0);
     let deadline = Instant::now() + Duration::from_secs(20);
     let b = bootstrap.clone();
@@ -88,7 +103,7 @@ async fn old_segments_are_deleted_by_retention_ms_and_the_start_survives_restart
         !first.ends_with("00000000000000000000.log"),
         "first segment deleted"
     );
-    broker.stop();
+    // A clean stop (which must exit 0), then a new process.
     broker.restart();
     let b = bootstrap.clone();
     let after = tokio::task::spawn_blocking(move || low_watermark(&b, "old"))
@@ -104,8 +119,8 @@ async fn old_segments_are_deleted_by_retention_ms_and_the_start_survives_restart
 async fn delete_records_moves_the_log_start_across_a_crash() {
     let mut broker = Broker::start_with(&["--segment-bytes", "2048"]);
     let bootstrap = broker.bootstrap();
-    kafka::create_topic(&bootstrap, "del", 1, &[]).await;
-    produce(&bootstrap, "del", 60, now_ms()).await;
+    broker.create_topic("del", 1).await;
+    produce(&broker, "del", 60, now_ms()).await;
     let req = DeleteRecordsRequest::default()
         .with_timeout_ms(5000)
         .with_topics(vec![
@@ -119,9 +134,9 @@ async fn delete_records_moves_the_log_start_across_a_crash() {
         ]);
     // The owning shard answers; the other says NOT_LEADER_OR_FOLLOWER.
     let mut answered = false;
-    for shard in 0..support_safety::SHARDS {
-        let mut s = wire::connect(([127, 0, 0, 1], broker.port + 1 + shard).into());
-        let resp: DeleteRecordsResponse = wire::call(&mut s, ApiKey::DeleteRecords, 2, &req);
+    for shard in 0..broker.shards() {
+        let mut s = wire::connect(broker.shard_addr(shard));
+        let resp: DeleteRecordsResponse = codec::call(&mut s, ApiKey::DeleteRecords, 2, &req);
         let p = &resp.topics[0].partitions[0];
         if p.error_code == 0 {
             assert_eq!(p.low_watermark, 42);
@@ -139,7 +154,7 @@ async fn delete_records_moves_the_log_start_across_a_crash() {
         42
     );
     broker.kill9();
-    broker.restart();
+    broker.start_again();
     let b = bootstrap.clone();
     assert_eq!(
         tokio::task::spawn_blocking(move || low_watermark(&b, "del"))
@@ -147,11 +162,9 @@ async fn delete_records_moves_the_log_start_across_a_crash() {
             .unwrap(),
         42
     );
-    let records = tokio::task::spawn_blocking(move || {
-        support_safety::read::all_records(&bootstrap, "del", 0)
-    })
-    .await
-    .unwrap();
+    let records = tokio::task::spawn_blocking(move || common::read_partition(&bootstrap, "del", 0))
+        .await
+        .unwrap();
     assert_eq!(
         records.first().map(|r| r.0),
         Some(42),
@@ -179,8 +192,8 @@ fn fetch_all_asked(broker: &Broker, topic: &str) -> usize {
                 ]),
         ]);
     // A fresh broker's first topic has its one partition on shard 0.
-    let mut s = wire::connect(([127, 0, 0, 1], broker.port + 1).into());
-    let resp: FetchResponse = wire::call(&mut s, ApiKey::Fetch, 4, &req);
+    let mut s = wire::connect(broker.shard_addr(0));
+    let resp: FetchResponse = codec::call(&mut s, ApiKey::Fetch, 4, &req);
     let p = &resp.responses[0].partitions[0];
     assert_eq!(p.error_code, 0);
     assert_eq!(p.high_watermark, 20);
@@ -192,9 +205,9 @@ async fn fetch_max_bytes_caps_what_a_client_asks_for() {
     for (cap, expect_all) in [(None, true), (Some("1000"), false)] {
         let args: Vec<&str> = cap.map_or(vec![], |c| vec!["--fetch-max-bytes", c]);
         let broker = Broker::start_with(&args);
-        kafka::create_topic(&broker.bootstrap(), "capped", 1, &[]).await;
+        broker.create_topic("capped", 1).await;
         // Twenty single-record batches of about 270 bytes each.
-        produce(&broker.bootstrap(), "capped", 20, now_ms()).await;
+        produce(&broker, "capped", 20, now_ms()).await;
         let got = fetch_all_asked(&broker, "capped");
         if expect_all {
             assert!(got > 20 * 200, "uncapped fetch returned only {got} bytes");

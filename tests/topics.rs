@@ -174,7 +174,7 @@ async fn zero_partitions_fail_with_invalid_partitions() {
 /// Sends one CreateTopics v4 by hand (librdkafka refuses to send what this test needs) and
 /// returns the error code the broker gives the topic.
 fn create_raw(broker: &Broker, name: &str, partitions: i32, replication_factor: i16) -> i16 {
-    let mut s = wire::connect(&broker.bootstrap());
+    let mut s = wire::connect(broker.bootstrap());
     wire::send_frame(
         &mut s,
         &wire::create_topics_v4_request(9, name, partitions, replication_factor),

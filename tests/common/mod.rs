@@ -1,66 +1,170 @@
 //! The harness every integration test shares: it runs the real `sable` binary on free ports with a
-//! temporary data directory and hands out rdkafka clients pointed at it.
+//! temporary data directory, stops, restarts and SIGKILLs it, and hands out clients pointed at
+//! it: rdkafka clients (`kafka`, `group`), raw Kafka frames (`wire`, hand-encoded; `codec`, through
+//! the kafka-protocol crate) and the metrics endpoint (`metrics`).
 //!
 //! Every wait here is bounded, so a broken broker fails a test within seconds instead of hanging
-//! the suite; on failure the broker's stderr is printed.
+//! the suite; on failure the broker's thread states and the tail of its stderr are printed.
+//!
+//! The broker's stderr goes to a file in its temp dir. Its log level is `info`, or what
+//! `SABLE_TEST_LOG` says (as `RUST_LOG` would): tests read the log, so a `RUST_LOG` meant for
+//! something else must not change it.
 
 // Each test file uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod codec;
+pub mod group;
+pub mod kafka;
+pub mod metrics;
+mod ports;
 pub mod wire;
 
 use std::cell::Cell;
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
-use std::hash::{BuildHasher, Hasher, RandomState};
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::producer::future_producer::Delivery;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::consumer::Consumer;
 use tempfile::TempDir;
+
+// The rdkafka helpers are the ones most tests use: `common::produce_all` and so on.
+#[allow(unused_imports)]
+pub use kafka::*;
 
 /// Shards every test broker runs unless a test passes its own `--shards`.
 pub const SHARDS_DEFAULT: u16 = 2;
 /// How long the broker may take to start, stop, or answer a client before the test fails.
 pub const WAIT_MAX: Duration = Duration::from_secs(30);
-/// How long a consumer keeps polling after it has what it expected, to catch extra records.
-const CONSUME_EXTRA_WAIT: Duration = Duration::from_millis(1000);
-/// Ports are drawn below Linux's default ephemeral range (32768..60999), so client sockets of
-/// parallel tests never sit on a port we are about to hand to a broker.
-const PORT_RANGE_LOW: u16 = 20_000;
-const PORT_RANGE_HIGH: u16 = 32_000;
-const PORT_PICK_ATTEMPTS_MAX: usize = 200;
+/// How long a killed or stopped broker's ports may keep accepting before the test fails.
+const PORTS_CLOSE_WAIT_MAX: Duration = Duration::from_secs(10);
+/// How long one readiness probe may wait for a TCP connection.
+const CONNECT_PROBE_WAIT: Duration = Duration::from_millis(200);
+/// Pause between two readiness probes of a port.
+const PORT_PROBE_PAUSE: Duration = Duration::from_millis(50);
+/// How long one Metadata request of the readiness check may take.
+const METADATA_PROBE_WAIT: Duration = Duration::from_secs(2);
+/// Pause between two Metadata requests of the readiness check.
+const METADATA_PROBE_PAUSE: Duration = Duration::from_millis(100);
+/// Pause between two looks at whether the broker exited after SIGTERM.
+const EXIT_POLL_PAUSE: Duration = Duration::from_millis(20);
+/// Pause between two probes of a port that should stop accepting.
+const PORT_CLOSE_PROBE_PAUSE: Duration = Duration::from_millis(5);
 /// Lines of the broker's stderr printed when a test fails.
 const STDERR_TAIL_LINES: usize = 200;
+/// The broker's log level unless `SABLE_TEST_LOG` says otherwise.
+const LOG_LEVEL_DEFAULT: &str = "info";
+/// The test process's variable that sets the broker's `RUST_LOG`.
+const LOG_LEVEL_VAR: &str = "SABLE_TEST_LOG";
+/// The data dir the broker is given, relative to its working directory (its temp dir).
+const DATA_DIR_RELATIVE: &str = "data";
+/// The broker's stderr (and stdout), in its temp dir; appended to by every run.
+const STDERR_FILE: &str = "broker.stderr";
 
-/// Base ports handed out in this test process, so two brokers of parallel tests never overlap even
-/// while a picked port is briefly unbound between the bind test and the broker's own bind.
-static PORTS_TAKEN: Mutex<Vec<(u16, u16)>> = Mutex::new(Vec::new());
+/// How to start a broker, for tests that need more than `Broker::start_with`'s extra arguments.
+#[derive(Clone, Debug, Default)]
+pub struct Launch {
+    /// Extra command-line arguments; `--shards` among them replaces `SHARDS_DEFAULT`.
+    args: Vec<String>,
+    /// stdout and stderr go to /dev/full: every log write fails, as on a full disk.
+    log_to_dev_full: bool,
+    /// Also serve Prometheus metrics on a port of its own.
+    metrics: bool,
+    /// Where `data` (still given to the broker as the relative `data`) really lives.
+    data_on: Option<PathBuf>,
+}
+
+impl Launch {
+    /// A broker with `args` added to the harness's own.
+    pub fn new(args: &[&str]) -> Launch {
+        Launch {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            ..Launch::default()
+        }
+    }
+
+    /// stdout and stderr are /dev/full, where every write fails with ENOSPC: a broker whose log
+    /// sits on its own full data disk.
+    pub fn log_to_dev_full(mut self) -> Launch {
+        self.log_to_dev_full = true;
+        self
+    }
+
+    /// Serves metrics on a free port of its own (see `Broker::metrics_addr`).
+    pub fn with_metrics(mut self) -> Launch {
+        self.metrics = true;
+        self
+    }
+
+    /// Keeps the data in `dir` (say a small tmpfs): the broker's `data` is a symlink to it, so the
+    /// broker is still given the relative `--data-dir data`.
+    pub fn data_on(mut self, dir: &Path) -> Launch {
+        self.data_on = Some(dir.to_path_buf());
+        self
+    }
+
+    /// Starts the broker and waits until it serves.
+    pub fn start(self) -> Broker {
+        Broker::launch(self)
+    }
+
+    /// The shard count `args` asks for, or the harness's default.
+    fn shards(&self) -> u16 {
+        match self.args.iter().position(|a| a == "--shards") {
+            Some(i) => self
+                .args
+                .get(i + 1)
+                .and_then(|n| n.parse().ok())
+                .expect("--shards takes a number"),
+            None => SHARDS_DEFAULT,
+        }
+    }
+}
+
+/// The ports one broker listens on.
+#[derive(Clone, Copy, Debug)]
+struct Ports {
+    /// The bootstrap port P; shard i listens on P + 1 + i.
+    base: u16,
+    shards: u16,
+    /// Where metrics are served, when they are.
+    metrics: Option<u16>,
+}
+
+impl Ports {
+    /// Bootstrap and shard ports, with the metrics port right after them when asked for.
+    fn pick(shards: u16, metrics: bool) -> Ports {
+        let kafka_ports = shards + 1;
+        let base = ports::pick_consecutive_free(kafka_ports + u16::from(metrics));
+        Ports {
+            base,
+            shards,
+            metrics: metrics.then_some(base + kafka_ports),
+        }
+    }
+
+    /// Every port the broker listens on.
+    fn all(&self) -> Vec<u16> {
+        (self.base..=self.base + self.shards)
+            .chain(self.metrics)
+            .collect()
+    }
+}
 
 /// A running `sable` process, its ports and its data directory.
 pub struct Broker {
     child: Option<Child>,
-    base_port: u16,
-    shards: u16,
-    extra_args: Vec<String>,
+    ports: Ports,
+    launch: Launch,
     /// Holds `data/` and `broker.stderr`; removed when the broker is dropped.
     dir: TempDir,
     /// Set once a failure message carried the stderr, so `Drop` does not print it again.
     stderr_printed: Cell<bool>,
-    /// stdout and stderr go to /dev/full: every log write fails, as on a full disk.
-    log_to_dev_full: bool,
 }
 
 impl Broker {
@@ -71,32 +175,31 @@ impl Broker {
 
     /// A broker with two shards (unless `args` holds `--shards`) and the extra `args`.
     pub fn start_with(args: &[&str]) -> Broker {
-        Broker::launch(args, false)
+        Launch::new(args).start()
     }
 
     /// As `start_with`, but the broker's stdout and stderr are /dev/full, where every write fails
     /// with ENOSPC: a broker whose log sits on its own full data disk.
     pub fn start_logging_to_dev_full(args: &[&str]) -> Broker {
-        Broker::launch(args, true)
+        Launch::new(args).log_to_dev_full().start()
     }
 
-    fn launch(args: &[&str], log_to_dev_full: bool) -> Broker {
-        let shards = match args.iter().position(|a| *a == "--shards") {
-            Some(i) => args[i + 1].parse().expect("--shards takes a number"),
-            None => SHARDS_DEFAULT,
-        };
+    fn launch(launch: Launch) -> Broker {
         let dir = tempfile::Builder::new()
             .prefix("sable-test-")
             .tempdir()
             .expect("create temp dir");
+        if let Some(target) = &launch.data_on {
+            std::fs::create_dir_all(target).expect("create the data dir's target");
+            std::os::unix::fs::symlink(target, dir.path().join(DATA_DIR_RELATIVE))
+                .expect("link data to its target");
+        }
         let mut broker = Broker {
             child: None,
-            base_port: pick_base_port(shards),
-            shards,
-            extra_args: args.iter().map(|a| a.to_string()).collect(),
+            ports: Ports::pick(launch.shards(), launch.metrics),
+            launch,
             dir,
             stderr_printed: Cell::new(false),
-            log_to_dev_full,
         };
         broker.spawn();
         broker.wait_ready();
@@ -105,23 +208,74 @@ impl Broker {
 
     /// The bootstrap address, `127.0.0.1:P`.
     pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.base_port)
+        format!("127.0.0.1:{}", self.ports.base)
+    }
+
+    /// The bootstrap address as a socket address.
+    pub fn addr(&self) -> SocketAddr {
+        loopback(self.ports.base)
     }
 
     /// The bootstrap port P; shard i listens on P + 1 + i.
     pub fn base_port(&self) -> u16 {
-        self.base_port
+        self.ports.base
+    }
+
+    /// The port of `shard` alone (the one Metadata advertises for it).
+    pub fn shard_port(&self, shard: u16) -> u16 {
+        assert!(shard < self.ports.shards, "no shard {shard}");
+        self.ports.base + 1 + shard
+    }
+
+    /// The address of `shard` alone.
+    pub fn shard_addr(&self, shard: u16) -> SocketAddr {
+        loopback(self.shard_port(shard))
+    }
+
+    pub fn shards(&self) -> u16 {
+        self.ports.shards
+    }
+
+    /// Where metrics are served; panics unless the broker was launched `with_metrics`.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        loopback(
+            self.ports
+                .metrics
+                .expect("broker launched without metrics: use Launch::with_metrics"),
+        )
     }
 
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.dir.path().join(DATA_DIR_RELATIVE)
+    }
+
+    /// The directory of one partition's log.
+    pub fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
+        self.data_dir().join(format!("{topic}-{partition}"))
     }
 
     fn stderr_path(&self) -> PathBuf {
-        self.dir.path().join("broker.stderr")
+        self.dir.path().join(STDERR_FILE)
     }
 
-    /// Sends SIGTERM and waits for the process to exit; returns its status.
+    /// The running broker's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("broker is running").id()
+    }
+
+    /// Resident set size of the broker in KiB (/proc/PID/status VmRSS): memory a hostile client
+    /// must not be able to grow.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc/PID/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+
+    /// Sends SIGTERM and waits for the process to exit and its ports to close; returns its status.
     pub fn stop(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("broker is running");
         let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
@@ -137,6 +291,7 @@ impl Broker {
         let deadline = Instant::now() + WAIT_MAX;
         loop {
             if let Some(status) = child.try_wait().expect("wait for broker") {
+                self.wait_ports_closed();
                 return status;
             }
             if Instant::now() > deadline {
@@ -146,7 +301,7 @@ impl Broker {
                     "broker did not exit within {WAIT_MAX:?} of SIGTERM"
                 ));
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(EXIT_POLL_PAUSE);
         }
     }
 
@@ -161,11 +316,13 @@ impl Broker {
         self.start_again();
     }
 
-    /// SIGKILL: no chance to flush or write a clean-shutdown marker.
+    /// SIGKILL: no chance to flush or write a clean-shutdown marker. Returns once the ports are
+    /// closed, so `start_again` can follow.
     pub fn kill9(&mut self) {
         let mut child = self.child.take().expect("broker is running");
         child.kill().expect("SIGKILL broker");
         child.wait().expect("reap broker");
+        self.wait_ports_closed();
     }
 
     /// Starts a stopped broker again on the same ports and data dir.
@@ -176,7 +333,7 @@ impl Broker {
     }
 
     fn spawn(&mut self) {
-        let stderr = if self.log_to_dev_full {
+        let stderr = if self.launch.log_to_dev_full {
             OpenOptions::new().write(true).open("/dev/full")
         } else {
             OpenOptions::new()
@@ -193,45 +350,66 @@ impl Broker {
             }
         }
         // Plain text in the captured log: no ANSI colour codes.
-        cmd.env("NO_COLOR", "1");
+        cmd.env("NO_COLOR", "1").env("RUST_LOG", log_level());
         // Run from the temp dir with a relative data dir, as `cargo run --release` uses ./data:
         // relative paths once broke every directory open (glommio resolves none of them).
         cmd.current_dir(self.dir.path())
             .arg("--listen")
             .arg(self.bootstrap())
             .arg("--data-dir")
-            .arg("data");
-        if !self.extra_args.iter().any(|a| a == "--shards") {
-            cmd.arg("--shards").arg(self.shards.to_string());
+            .arg(DATA_DIR_RELATIVE);
+        if !self.launch.args.iter().any(|a| a == "--shards") {
+            cmd.arg("--shards").arg(self.ports.shards.to_string());
         }
-        cmd.args(&self.extra_args)
+        if let Some(port) = self.ports.metrics {
+            cmd.arg("--metrics-listen").arg(loopback(port).to_string());
+        }
+        cmd.args(&self.launch.args)
             .stdin(Stdio::null())
             .stdout(stderr.try_clone().expect("dup stderr file"))
             .stderr(stderr);
         self.child = Some(cmd.spawn().expect("spawn sable"));
     }
 
-    /// Waits until the bootstrap port and every shard port accept TCP and a Metadata request
-    /// through librdkafka lists one broker per shard.
+    /// Waits until the bootstrap, every shard and the metrics port accept TCP and a Metadata
+    /// request through librdkafka lists one broker per shard.
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + WAIT_MAX;
-        let ports: Vec<u16> = (0..=self.shards).map(|i| self.base_port + i).collect();
-        for port in ports {
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        for port in self.ports.all() {
+            let addr = loopback(port);
+            while TcpStream::connect_timeout(&addr, CONNECT_PROBE_WAIT).is_err() {
                 self.check_alive_before(deadline, &format!("port {port} to accept TCP"));
-                std::thread::sleep(Duration::from_millis(50));
+                std::thread::sleep(PORT_PROBE_PAUSE);
             }
         }
         let consumer = self.consumer();
         loop {
-            let last = match consumer.fetch_metadata(None, Duration::from_secs(2)) {
-                Ok(md) if md.brokers().len() == usize::from(self.shards) => return,
+            let last = match consumer.fetch_metadata(None, METADATA_PROBE_WAIT) {
+                Ok(md) if md.brokers().len() == usize::from(self.ports.shards) => return,
                 Ok(md) => format!("Metadata listed {} brokers", md.brokers().len()),
                 Err(e) => format!("Metadata failed: {e}"),
             };
             self.check_alive_before(deadline, &format!("Metadata to succeed ({last})"));
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(METADATA_PROBE_PAUSE);
+        }
+    }
+
+    /// A dead broker's listening sockets can outlive its process for a few ms (an io_uring
+    /// accept in flight holds them until the ring is torn down), and with SO_REUSEPORT a new
+    /// broker binds beside them: a readiness probe would then reach the dead one, and the next
+    /// connection be reset. Waits until every port refuses.
+    fn wait_ports_closed(&self) {
+        let deadline = Instant::now() + PORTS_CLOSE_WAIT_MAX;
+        for port in self.ports.all() {
+            let addr = loopback(port);
+            while TcpStream::connect_timeout(&addr, CONNECT_PROBE_WAIT).is_ok() {
+                if Instant::now() > deadline {
+                    self.fail(&format!(
+                        "port {port} still accepts {PORTS_CLOSE_WAIT_MAX:?} after the broker exited"
+                    ));
+                }
+                std::thread::sleep(PORT_CLOSE_PROBE_PAUSE);
+            }
         }
     }
 
@@ -284,11 +462,18 @@ impl Broker {
         lines.join("\n")
     }
 
-    pub fn stderr_tail(&self) -> String {
+    /// Everything the broker wrote to stderr so far, over all its runs (empty when it logs to
+    /// /dev/full): for tests that check what the broker logged.
+    pub fn log(&self) -> String {
         let mut text = String::new();
         if let Ok(mut f) = File::open(self.stderr_path()) {
             let _ = f.read_to_string(&mut text);
         }
+        text
+    }
+
+    pub fn stderr_tail(&self) -> String {
+        let text = self.log();
         let lines: Vec<&str> = text.lines().collect();
         let tail = &lines[lines.len().saturating_sub(STDERR_TAIL_LINES)..];
         format!(
@@ -297,91 +482,6 @@ impl Broker {
             lines.len(),
             tail.join("\n")
         )
-    }
-
-    /// Client settings every client of this broker shares.
-    pub fn client_config(&self) -> ClientConfig {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", self.bootstrap())
-            // The broker listens on 127.0.0.1 only.
-            .set("broker.address.family", "v4")
-            .set("socket.timeout.ms", "20000");
-        config
-    }
-
-    /// An acks=all producer; `extra` overrides or adds settings.
-    pub fn producer(&self, extra: &[(&str, &str)]) -> FutureProducer {
-        let mut config = self.client_config();
-        config
-            .set("acks", "all")
-            .set("message.timeout.ms", "30000")
-            .set("linger.ms", "5");
-        for (k, v) in extra {
-            config.set(*k, *v);
-        }
-        config.create().expect("create producer")
-    }
-
-    /// Settings for a consumer used with manual `assign`. librdkafka insists on a `group.id`,
-    /// but these consumers never subscribe or commit: consumer groups are not what they check.
-    fn consumer_config(&self, extra: &[(&str, &str)]) -> ClientConfig {
-        let mut config = self.client_config();
-        config
-            .set("group.id", "sable-tests-unused")
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest");
-        for (k, v) in extra {
-            config.set(*k, *v);
-        }
-        config
-    }
-
-    pub fn consumer_with(&self, extra: &[(&str, &str)]) -> BaseConsumer {
-        self.consumer_config(extra)
-            .create()
-            .expect("create consumer")
-    }
-
-    pub fn consumer(&self) -> BaseConsumer {
-        self.consumer_with(&[])
-    }
-
-    /// The async flavour of `consumer_with`, polled by the tokio runtime of the test.
-    pub fn stream_consumer(&self, extra: &[(&str, &str)]) -> StreamConsumer {
-        self.consumer_config(extra)
-            .create()
-            .expect("create stream consumer")
-    }
-
-    pub fn admin(&self) -> AdminClient<DefaultClientContext> {
-        self.client_config().create().expect("create admin client")
-    }
-
-    /// Creates a topic with replication factor 1 and panics unless the broker says yes.
-    pub async fn create_topic(&self, name: &str, partitions: i32) {
-        let admin = self.admin();
-        let results = admin
-            .create_topics(
-                &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
-                &admin_options(),
-            )
-            .await
-            .expect("CreateTopics request");
-        assert_eq!(results, vec![Ok(name.to_string())], "create topic {name}");
-    }
-
-    /// The partition count Metadata reports for `topic` (0 when it is unknown).
-    pub fn partition_count(&self, topic: &str) -> usize {
-        let md = self
-            .consumer()
-            .fetch_metadata(None, WAIT_MAX)
-            .expect("Metadata");
-        md.topics()
-            .iter()
-            .find(|t| t.name() == topic)
-            .map_or(0, |t| t.partitions().len())
     }
 }
 
@@ -399,146 +499,14 @@ impl Drop for Broker {
     }
 }
 
-/// AdminOptions with a bounded wait.
-pub fn admin_options() -> AdminOptions {
-    AdminOptions::new().request_timeout(Some(WAIT_MAX))
+/// `127.0.0.1:port`: the broker listens on loopback only.
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-/// A base port P with P..=P+shards all free, not handed to another broker of this process.
-fn pick_base_port(shards: u16) -> u16 {
-    let span = shards + 1;
-    let mut taken = PORTS_TAKEN.lock().unwrap_or_else(|e| e.into_inner());
-    for attempt in 0..PORT_PICK_ATTEMPTS_MAX {
-        let mut h = RandomState::new().build_hasher();
-        h.write_usize(attempt);
-        h.write_u32(std::process::id());
-        let range = u64::from(PORT_RANGE_HIGH - PORT_RANGE_LOW - span);
-        let base = PORT_RANGE_LOW + u16::try_from(h.finish() % range).expect("port fits u16");
-        let overlaps = taken
-            .iter()
-            .any(|&(t, t_span)| base < t + t_span && t < base + span);
-        if overlaps {
-            continue;
-        }
-        let all_free = (base..base + span)
-            .all(|port| TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).is_ok());
-        if all_free {
-            taken.push((base, span));
-            return base;
-        }
-    }
-    panic!("found no {span} consecutive free ports in {PORT_RANGE_LOW}..{PORT_RANGE_HIGH}");
-}
-
-/// Sends every record without waiting in between (so records may share a batch), then waits for
-/// all delivery reports; panics on the first failed delivery.
-pub async fn produce_all(
-    producer: &FutureProducer,
-    records: Vec<FutureRecord<'_, [u8], [u8]>>,
-) -> Vec<Delivery> {
-    let mut futures = Vec::with_capacity(records.len());
-    for record in records {
-        match producer.send_result(record) {
-            Ok(f) => futures.push(f),
-            Err((e, _)) => panic!("enqueue failed: {e}"),
-        }
-    }
-    let mut deliveries = Vec::with_capacity(futures.len());
-    for f in futures {
-        match tokio::time::timeout(WAIT_MAX * 2, f).await {
-            Ok(Ok(Ok(delivery))) => deliveries.push(delivery),
-            Ok(Ok(Err((e, _)))) => panic!("delivery failed: {e}"),
-            Ok(Err(_)) => panic!("delivery future cancelled"),
-            Err(_) => panic!("no delivery report within {:?}", WAIT_MAX * 2),
-        }
-    }
-    deliveries
-}
-
-/// Sends one record and returns the broker's answer as librdkafka reports it.
-pub async fn produce_one(
-    producer: &FutureProducer,
-    record: FutureRecord<'_, [u8], [u8]>,
-) -> Result<Delivery, KafkaError> {
-    let f = match producer.send_result(record) {
-        Ok(f) => f,
-        Err((e, _)) => return Err(e),
-    };
-    match tokio::time::timeout(WAIT_MAX * 2, f).await {
-        Ok(Ok(result)) => result.map_err(|(e, _)| e),
-        Ok(Err(_)) => panic!("delivery future cancelled"),
-        Err(_) => panic!("no delivery report within {:?}", WAIT_MAX * 2),
-    }
-}
-
-/// A record for `topic`, with an optional key and value (None is Kafka's null).
-pub fn record<'a>(
-    topic: &'a str,
-    key: Option<&'a [u8]>,
-    value: Option<&'a [u8]>,
-) -> FutureRecord<'a, [u8], [u8]> {
-    let mut r = FutureRecord::to(topic);
-    if let Some(k) = key {
-        r = r.key(k);
-    }
-    if let Some(v) = value {
-        r = r.payload(v);
-    }
-    r
-}
-
-/// Assigns `partitions` of `topic` from the beginning.
-pub fn assign_from_beginning(consumer: &BaseConsumer, topic: &str, partitions: i32) {
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .expect("add partition");
-    }
-    consumer.assign(&tpl).expect("assign");
-}
-
-/// Polls until exactly `count` records arrived, then a little longer to catch extra ones.
-/// Panics on a consumer error, on timeout, and on any record beyond `count`.
-pub fn consume_exactly(consumer: &BaseConsumer, count: usize) -> Vec<OwnedMessage> {
-    let mut got = Vec::with_capacity(count);
-    let deadline = Instant::now() + WAIT_MAX;
-    while got.len() < count {
-        assert!(
-            Instant::now() < deadline,
-            "consumed {} of {count} records within {WAIT_MAX:?}; last: {:?}",
-            got.len(),
-            got.last().map(describe)
-        );
-        match consumer.poll(Duration::from_millis(100)) {
-            None => {}
-            Some(Ok(m)) => got.push(m.detach()),
-            Some(Err(e)) => panic!("consumer error after {} records: {e}", got.len()),
-        }
-    }
-    let extra_until = Instant::now() + CONSUME_EXTRA_WAIT;
-    while Instant::now() < extra_until {
-        match consumer.poll(Duration::from_millis(100)) {
-            None => {}
-            Some(Ok(m)) => panic!(
-                "record beyond the {count} expected: {}",
-                describe(&m.detach())
-            ),
-            Some(Err(e)) => panic!("consumer error after {count} records: {e}"),
-        }
-    }
-    got
-}
-
-/// One line naming a record's position and sizes, for assertion messages.
-pub fn describe(m: &OwnedMessage) -> String {
-    format!(
-        "{}/{}@{} key={:?} value_len={:?}",
-        m.topic(),
-        m.partition(),
-        m.offset(),
-        m.key().map(String::from_utf8_lossy),
-        m.payload().map(<[u8]>::len)
-    )
+/// The broker's `RUST_LOG`: `SABLE_TEST_LOG` if set, else `info`.
+fn log_level() -> String {
+    std::env::var(LOG_LEVEL_VAR).unwrap_or_else(|_| LOG_LEVEL_DEFAULT.to_string())
 }
 
 /// Deterministic bytes that are not valid UTF-8 and not trivially compressible.

@@ -3,19 +3,23 @@
 //! Encoding and decoding here are written from the Kafka protocol guide, independently of the
 //! codec the broker uses, so a shared misunderstanding cannot make a test pass.
 
+use std::fmt::Debug;
 use std::io::{ErrorKind, Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 /// How long a read may block before the test decides the broker neither answered nor closed.
 pub const READ_WAIT_MAX: Duration = Duration::from_secs(10);
 /// Largest response frame the tests accept.
 const RESPONSE_SIZE_MAX_BYTES: usize = 16 << 20;
+/// The client id of every hand-built request.
+pub const CLIENT_ID: &str = "sable-tests";
 
 pub const API_KEY_PRODUCE: i16 = 0;
 pub const API_KEY_FETCH: i16 = 1;
 pub const API_KEY_LIST_OFFSETS: i16 = 2;
 pub const API_KEY_METADATA: i16 = 3;
+pub const API_KEY_FIND_COORDINATOR: i16 = 10;
 pub const API_KEY_API_VERSIONS: i16 = 18;
 pub const API_KEY_CREATE_TOPICS: i16 = 19;
 
@@ -25,8 +29,9 @@ pub const ERROR_UNSUPPORTED_VERSION: i16 = 35;
 pub const ERROR_INVALID_PARTITIONS: i16 = 37;
 pub const ERROR_INVALID_REPLICATION_FACTOR: i16 = 38;
 
-pub fn connect(addr: &str) -> TcpStream {
-    let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+/// A connection whose reads and writes give up after `READ_WAIT_MAX`.
+pub fn connect<A: ToSocketAddrs + Debug>(addr: A) -> TcpStream {
+    let stream = TcpStream::connect(&addr).unwrap_or_else(|e| panic!("connect {addr:?}: {e}"));
     stream
         .set_read_timeout(Some(READ_WAIT_MAX))
         .expect("set read timeout");
@@ -37,12 +42,38 @@ pub fn connect(addr: &str) -> TcpStream {
     stream
 }
 
-/// Writes `body` behind its i32 length prefix.
-pub fn send_frame(stream: &mut TcpStream, body: &[u8]) {
+/// `body` behind its i32 length prefix: a whole frame as it goes on the wire.
+pub fn frame(body: &[u8]) -> Vec<u8> {
     let len = i32::try_from(body.len()).expect("frame fits i32");
     let mut frame = len.to_be_bytes().to_vec();
     frame.extend_from_slice(body);
-    stream.write_all(&frame).expect("write frame");
+    frame
+}
+
+/// Writes `body` behind its i32 length prefix.
+pub fn send_frame(stream: &mut TcpStream, body: &[u8]) {
+    if try_send_frame(stream, body).is_err() {
+        panic!("broker closed the connection before the request was written");
+    }
+}
+
+/// The broker closed the connection (EOF or reset) instead of taking or answering a request.
+#[derive(Debug)]
+pub struct ConnectionClosed;
+
+/// Writes `body` behind its i32 length prefix; `Err` if the broker had closed the connection,
+/// which a client that retries (as an idempotent producer does) takes in stride.
+pub fn try_send_frame(stream: &mut TcpStream, body: &[u8]) -> Result<(), ConnectionClosed> {
+    match stream.write_all(&frame(body)) {
+        Ok(()) => Ok(()),
+        Err(e) if is_closed(&e) => Err(ConnectionClosed),
+        Err(e) => panic!("write frame: {e}"),
+    }
+}
+
+/// Errors that mean the peer closed the connection.
+fn is_closed(e: &std::io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe)
 }
 
 /// What came back after a request.
@@ -92,9 +123,7 @@ fn read_exact_or_closed(stream: &mut TcpStream, buf: &mut [u8]) -> bool {
             Ok(0) => panic!("connection closed after {filled} of {} bytes", buf.len()),
             Ok(n) => filled += n,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe) => {
-                return false;
-            }
+            Err(e) if is_closed(&e) => return false,
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 panic!("broker neither answered nor closed within {READ_WAIT_MAX:?}")
             }
@@ -125,10 +154,10 @@ pub fn header_v2(api_key: i16, api_version: i16, correlation_id: i32, client_id:
 /// and the KIP-511 client software name and version for v3 and later.
 pub fn api_versions_request(version: i16, correlation_id: i32) -> Vec<u8> {
     if version < 3 {
-        return header_v1(API_KEY_API_VERSIONS, version, correlation_id, "sable-tests");
+        return header_v1(API_KEY_API_VERSIONS, version, correlation_id, CLIENT_ID);
     }
-    let mut b = header_v2(API_KEY_API_VERSIONS, version, correlation_id, "sable-tests");
-    put_compact_string(&mut b, "sable-tests");
+    let mut b = header_v2(API_KEY_API_VERSIONS, version, correlation_id, CLIENT_ID);
+    put_compact_string(&mut b, CLIENT_ID);
     put_compact_string(&mut b, "0.1.0");
     b.push(0); // no tagged fields
     b
@@ -184,7 +213,7 @@ pub fn create_topics_v4_request(
     partitions: i32,
     replication_factor: i16,
 ) -> Vec<u8> {
-    let mut b = header_v1(API_KEY_CREATE_TOPICS, 4, correlation_id, "sable-tests");
+    let mut b = header_v1(API_KEY_CREATE_TOPICS, 4, correlation_id, CLIENT_ID);
     b.extend_from_slice(&1i32.to_be_bytes()); // one topic
     put_string(&mut b, name);
     b.extend_from_slice(&partitions.to_be_bytes());
@@ -211,6 +240,37 @@ pub fn decode_create_topics_v4(frame: &[u8]) -> (i32, Vec<(String, i16)>) {
     }
     r.assert_end();
     (correlation_id, topics)
+}
+
+/// A FindCoordinator v0 request for the coordinator of `group`.
+pub fn find_coordinator_v0_request(correlation_id: i32, group: &str) -> Vec<u8> {
+    let mut b = header_v1(API_KEY_FIND_COORDINATOR, 0, correlation_id, CLIENT_ID);
+    put_string(&mut b, group);
+    b
+}
+
+/// One FindCoordinator v0 response, fully decoded.
+#[derive(Debug, PartialEq, Eq)]
+pub struct FindCoordinatorResponse {
+    pub correlation_id: i32,
+    pub error_code: i16,
+    pub node_id: i32,
+    pub host: String,
+    pub port: i32,
+}
+
+/// Decodes a FindCoordinator v0 response and panics unless every byte is accounted for.
+pub fn decode_find_coordinator_v0(frame: &[u8]) -> FindCoordinatorResponse {
+    let mut r = Reader::new(frame);
+    let response = FindCoordinatorResponse {
+        correlation_id: r.i32(),
+        error_code: r.i16(),
+        node_id: r.i32(),
+        host: r.string().expect("coordinator host is not null"),
+        port: r.i32(),
+    };
+    r.assert_end();
+    response
 }
 
 fn put_string(b: &mut Vec<u8>, s: &str) {
@@ -253,6 +313,11 @@ impl<'a> Reader<'a> {
         let s = &self.buf[self.pos..self.pos + n];
         self.pos += n;
         s
+    }
+
+    /// How many bytes were read so far.
+    pub fn position(&self) -> usize {
+        self.pos
     }
 
     pub fn i16(&mut self) -> i16 {
