@@ -692,6 +692,116 @@ pub fn split_share(total: u64, n: usize, i: usize) -> u64 {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+    use std::net::TcpListener;
+    use std::sync::atomic::AtomicBool;
+
+    use bytes::BytesMut;
+    use kafka_protocol::messages::ResponseHeader;
+    use kafka_protocol::protocol::Encodable;
+
+    /// Produce version the tests speak (flexible, so the header has tagged fields).
+    const TEST_PRODUCE_VERSION: i16 = 9;
+    /// Requests the stand-in broker accepts; ours are far smaller.
+    const TEST_REQUEST_MAX_BYTES: usize = 1024 * 1024;
+
+    /// A stand-in broker on loopback: answers each Produce request with an empty response
+    /// whose correlation id is off by `skew` (0: correct). Returns how many it answered once
+    /// the client closed the connection.
+    fn stand_in_broker(skew: i32) -> (String, thread::JoinHandle<u64>) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let addr = listener.local_addr().expect("local address").to_string();
+        let serve = move || {
+            let (mut socket, _) = listener.accept().expect("accept");
+            let mut requests = socket.try_clone().expect("clone socket");
+            let mut answered = 0;
+            while let Ok(frame) = wire::read_frame(&mut requests, TEST_REQUEST_MAX_BYTES) {
+                // Request header: api key, api version, correlation id.
+                let version = i16::from_be_bytes([frame[2], frame[3]]);
+                let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+                let mut body = BytesMut::new();
+                ResponseHeader::default()
+                    .with_correlation_id(correlation_id + skew)
+                    .encode(&mut body, ApiKey::Produce.response_header_version(version))
+                    .expect("header encodes");
+                ProduceResponse::default()
+                    .encode(&mut body, version)
+                    .expect("response encodes");
+                let len = (body.len() as i32).to_be_bytes();
+                if socket
+                    .write_all(&len)
+                    .and_then(|()| socket.write_all(&body))
+                    .is_err()
+                {
+                    break;
+                }
+                answered += 1;
+            }
+            answered
+        };
+        (addr, thread::spawn(serve))
+    }
+
+    fn test_plan(addr: &str, batches: u64, inflight_max: usize) -> ProducerPlan {
+        ProducerPlan {
+            addr: addr.to_string(),
+            topic: "t".into(),
+            partitions: vec![0, 1, 2],
+            acks: 1,
+            records_per_batch: 10,
+            record_bytes: 16,
+            batch_interval_ns: 0,
+            batches_max: Some(batches),
+            inflight_max,
+            stamp_values: false,
+            worker: 0,
+        }
+    }
+
+    /// Runs one producer connection to `addr` on one worker until it is done.
+    fn run_one(plan: ProducerPlan) -> Arc<Stats> {
+        let stats = Stats::new(1, Arc::new(AtomicBool::new(false)));
+        let stream = TcpStream::connect(&plan.addr).expect("connect");
+        let producer =
+            Producer::new(stream, plan, TEST_PRODUCE_VERSION, stats.clone()).expect("producer");
+        let mut workers = cores::Workers::start(None, 1, &stats).expect("worker");
+        workers.add(producer);
+        for worker in workers.finish() {
+            worker.join().expect("worker thread");
+        }
+        stats
+    }
+
+    #[test]
+    fn every_response_is_matched_counted_and_timed() {
+        let (addr, broker) = stand_in_broker(0);
+        let stats = run_one(test_plan(&addr, 50, 4));
+        let counted = (
+            stats.records.load(Ordering::Relaxed),
+            stats.requests.load(Ordering::Relaxed),
+            stats.errors.load(Ordering::Relaxed),
+        );
+        assert_eq!(counted, (500, 50, 0));
+        assert_eq!(
+            stats.merged_histogram().len(),
+            500,
+            "one latency per record"
+        );
+        assert_eq!(broker.join().expect("broker thread"), 50);
+    }
+
+    #[test]
+    fn a_wrong_correlation_id_ends_the_connection_with_an_error() {
+        let (addr, broker) = stand_in_broker(1);
+        let stats = run_one(test_plan(&addr, 50, 4));
+        assert_eq!(stats.errors.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.records.load(Ordering::Relaxed), 0);
+        let samples = stats.error_samples();
+        assert!(
+            samples[0].contains("correlation id 1 where 0"),
+            "{samples:?}"
+        );
+        broker.join().expect("broker thread");
+    }
 
     fn layout(leaders: &[(i32, i32)]) -> TopicLayout {
         TopicLayout {

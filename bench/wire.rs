@@ -256,3 +256,23 @@ impl Conn {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_len_waits_for_the_prefix_and_bounds_it() {
+        let max = 100;
+        assert!(matches!(frame_len(&[0, 0, 0], max), Ok(None)));
+        assert!(matches!(frame_len(&[0, 0, 0, 5, 1], max), Ok(Some(9))));
+        assert!(matches!(
+            frame_len(&(max as i32 + 1).to_be_bytes(), max),
+            Err(WireError::FrameSize { .. })
+        ));
+        assert!(matches!(
+            frame_len(&(-1i32).to_be_bytes(), max),
+            Err(WireError::FrameSize { size: -1, .. })
+        ));
+    }
+}
