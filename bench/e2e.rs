@@ -17,7 +17,7 @@ use crate::batch::{self, BatchInfo};
 use crate::cluster::{self, LATEST_TIMESTAMP};
 use crate::consume::{FetchPlan, PartitionCursor, fetch_loop};
 use crate::produce::{
-    ProducerPlan, check_batch_shape, connection_plan, parse_acks, spawn_producer,
+    ProducerPlan, check_batch_shape, connection_plan, parse_acks, spawn_producers,
 };
 use crate::report::{CpuProbe, Report};
 use crate::stats::{self, Stats, now_ns};
@@ -61,9 +61,10 @@ pub fn run(common: &Common, args: &E2eArgs) -> wire::Result<Report> {
     let progress = stats::spawn_progress(consumed.clone(), "e2e");
     let consumer_handles = spawn_consumers(args, consumers, &starts, &consumed);
     let started = Instant::now();
-    let mut handles = Vec::new();
-    for (worker, (addr, partitions)) in producers.iter().enumerate() {
-        let plan = ProducerPlan {
+    let plans = producers
+        .iter()
+        .enumerate()
+        .map(|(worker, (addr, partitions))| ProducerPlan {
             addr: addr.clone(),
             topic: args.topic.clone(),
             partitions: partitions.clone(),
@@ -75,9 +76,8 @@ pub fn run(common: &Common, args: &E2eArgs) -> wire::Result<Report> {
             inflight_max: args.inflight,
             stamp_values: true,
             worker,
-        };
-        handles.push(spawn_producer(plan, produced.clone())?);
-    }
+        });
+    let handles = spawn_producers(plans.collect(), common.cpus.as_deref(), &produced)?;
     let produce_elapsed = stats::run_workers(&produced, started, Some(args.duration), handles);
     let drained = drain(&produced, &consumed);
     // The run ends when the consumers hold every record, not when their last long poll expires.

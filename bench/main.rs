@@ -7,6 +7,7 @@
 mod batch;
 mod cluster;
 mod consume;
+mod cores;
 mod e2e;
 mod limits;
 mod produce;
@@ -46,7 +47,8 @@ struct CommonArgs {
     /// Broker process id: its CPU time (/proc/PID/stat) is reported as CPU-seconds per GB.
     #[arg(long, global = true)]
     broker_pid: Option<u32>,
-    /// Pin every sable-bench thread to these CPUs (e.g. "1" or "0,2-3"); default: unpinned.
+    /// Run sable-bench on these CPUs only (e.g. "1" or "0,2-3"), one producer worker thread
+    /// pinned to each; default: unpinned, one producer worker per available CPU.
     #[arg(long, global = true)]
     cpus: Option<String>,
 }
@@ -55,6 +57,8 @@ struct CommonArgs {
 pub struct Common {
     pub bootstrap: String,
     pub broker_pid: Option<u32>,
+    /// --cpus: the producer connections' worker threads are pinned one to each of these.
+    pub cpus: Option<Vec<usize>>,
     /// Set on SIGINT or at the deadline: stop sending, drain, report.
     pub stop: Arc<AtomicBool>,
 }
@@ -225,38 +229,29 @@ fn parse_cpu_list(list: &str) -> Result<Vec<usize>, String> {
     }
 }
 
-/// Pins this thread, and so every thread it spawns later, to `cpus`.
-fn pin_to_cpus(cpus: &[usize]) -> Result<(), String> {
-    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET write inside it, and the numbers were
-    // checked against CPU_SETSIZE. sched_setaffinity reads the set and keeps no pointer.
-    let rc = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_ZERO(&mut set);
-        for cpu in cpus {
-            libc::CPU_SET(*cpu, &mut set);
-        }
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(format!("--cpus: {}", std::io::Error::last_os_error()))
-    }
+/// Parses --cpus and pins this thread (and so every thread it starts) to the list; the producer
+/// workers then narrow themselves to one CPU of it each.
+fn pin_to_cpu_list(list: &str) -> Result<Vec<usize>, String> {
+    let cpus = parse_cpu_list(list)?;
+    cores::pin_to_cpus(&cpus)?;
+    Ok(cpus)
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(list) = &cli.common.cpus
-        && let Err(e) = parse_cpu_list(list).and_then(|cpus| pin_to_cpus(&cpus))
-    {
-        eprintln!("sable-bench: {e}");
-        return ExitCode::from(2);
-    }
+    let cpus = match cli.common.cpus.as_deref().map(pin_to_cpu_list).transpose() {
+        Ok(cpus) => cpus,
+        Err(e) => {
+            eprintln!("sable-bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let stop = Arc::new(AtomicBool::new(false));
     install_sigint(&stop);
     let common = Common {
         bootstrap: cli.common.bootstrap,
         broker_pid: cli.common.broker_pid,
+        cpus,
         stop,
     };
     let result = match &cli.workload {

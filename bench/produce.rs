@@ -1,16 +1,18 @@
 //! The produce workload, and the pipelined producer connection e2e reuses.
 //!
-//! Each connection has a writer thread and a reader thread on one socket. The writer sends
-//! pre-encoded Produce frames (one batch for one partition each, the connection's partitions in
-//! turn) and hands the reader what it sent through a bounded channel: the channel's capacity is
-//! the in-flight window, so a full window stops the writer and TCP pushes back on nothing else.
-//! Kafka answers in order on a connection, so the reader matches responses by position and checks
-//! the correlation id.
+//! Each connection is a state machine (`Producer`) on one non-blocking socket, driven by one of
+//! the client's worker threads together with many others (bench/cores.rs). It sends pre-encoded
+//! Produce frames (one batch for one partition each, the connection's partitions in turn) and
+//! keeps what it sent in an in-flight queue of at most `--inflight` requests, so a full window
+//! stops the sending and TCP pushes back on nothing else. Kafka answers in order on a
+//! connection, so responses are matched by position and the correlation id is checked.
 
-use std::io::{BufReader, Write};
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
 use std::net::TcpStream;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
-use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -20,6 +22,7 @@ use serde_json::json;
 
 use crate::batch::{self, BatchTemplate};
 use crate::cluster::{self, TopicLayout};
+use crate::cores;
 use crate::report::{CpuProbe, Report};
 use crate::stats::{self, Stats, now_ns};
 use crate::wire::{self, Conn, WireError, error_name};
@@ -27,6 +30,9 @@ use crate::{Common, ProduceArgs};
 
 /// Produce responses are small; anything bigger than this is a broken peer.
 const PRODUCE_RESPONSE_SIZE_MAX_BYTES: usize = 16 * 1024 * 1024;
+/// Read buffer of each producer connection, enough for a window of responses in one
+/// receive (a response to a one-partition Produce is ~100 bytes); grown for a bigger frame.
+const RESPONSE_READ_BUFFER_BYTES: usize = 16 * 1024;
 /// A socket that accepts or answers nothing for this long is reported as an error.
 pub const SOCKET_TIMEOUT: Duration = Duration::from_secs(60);
 const PRODUCE_TIMEOUT_MS: i32 = 30_000;
@@ -113,111 +119,362 @@ pub struct ProducerPlan {
     pub worker: usize,
 }
 
-/// Sent from writer to reader for each request that expects a response.
+/// A request that expects a response, oldest first in `Producer::inflight`.
 struct InFlight {
     correlation_id: i32,
     due_ns: u64,
 }
 
-/// Connects and starts the writer and reader threads of one producer connection.
-pub fn spawn_producer(
-    plan: ProducerPlan,
-    stats: Arc<Stats>,
-) -> wire::Result<thread::JoinHandle<()>> {
+/// Connects (blocking: ApiVersions and version picking are control-plane calls), then hands
+/// the socket to a `Producer`.
+fn connect_producer(plan: ProducerPlan, stats: Arc<Stats>) -> wire::Result<Producer> {
     let conn = Conn::connect(&plan.addr)?;
     let version = conn.versions.pick(ApiKey::Produce, 3..=12)?;
-    let timestamp_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    let template = batch::build(
-        plan.records_per_batch,
-        plan.record_bytes,
-        timestamp_ms as i64,
-    );
-    let frames: Vec<FrameTemplate> = plan
-        .partitions
-        .iter()
-        .map(|p| FrameTemplate::new(&plan.topic, *p, plan.acks, version, &template))
-        .collect();
-    let stream = conn.stream;
-    stream
-        .set_write_timeout(Some(SOCKET_TIMEOUT))
-        .map_err(wire::io_err("write timeout"))?;
-    stream
-        .set_read_timeout(Some(SOCKET_TIMEOUT))
-        .map_err(wire::io_err("read timeout"))?;
-    let reader_stream = stream.try_clone().map_err(wire::io_err("clone socket"))?;
-    Ok(thread::spawn(move || {
-        // A rendezvous channel (capacity 0) still lets one request be in flight: the reader
-        // holds it while it waits for the response.
-        let (tx, rx) = mpsc::sync_channel(plan.inflight_max.saturating_sub(1));
-        let reader = (plan.acks != 0).then(|| {
-            let (stats, plan_copy) = (
-                stats.clone(),
-                ReaderPlan::from(&plan, version, template.bytes.len()),
-            );
-            thread::spawn(move || read_responses(reader_stream, rx, &stats, &plan_copy))
-        });
-        let tx = (plan.acks != 0).then_some(tx);
-        write_requests(stream, frames, tx, &stats, &plan);
-        if let Some(r) = reader {
-            let _ = r.join();
-        }
-    }))
+    Producer::new(conn.stream, plan, version, stats)
 }
 
-fn write_requests(
-    mut stream: TcpStream,
-    mut frames: Vec<FrameTemplate>,
-    inflight: Option<SyncSender<InFlight>>,
-    stats: &Stats,
-    plan: &ProducerPlan,
-) {
-    stats::tighten_timer_slack();
-    let record_interval_ns = plan.batch_interval_ns / plan.records_per_batch as u64;
-    let started_ns = now_ns();
-    let mut sent: u64 = 0;
-    while !stats.stopped() && plan.batches_max.is_none_or(|m| sent < m) {
-        let due_ns = if plan.batch_interval_ns == 0 {
-            now_ns()
+/// Connects the producer connections one after the other and hands each to the client's
+/// worker threads, where it starts at once. Returns the workers' handles for
+/// `stats::run_workers`.
+pub fn spawn_producers(
+    plans: Vec<ProducerPlan>,
+    cpus: Option<&[usize]>,
+    stats: &Arc<Stats>,
+) -> wire::Result<Vec<thread::JoinHandle<()>>> {
+    let mut workers = cores::Workers::start(cpus, plans.len(), stats)?;
+    for plan in plans {
+        workers.add(connect_producer(plan, stats.clone())?);
+    }
+    Ok(workers.finish())
+}
+
+/// One pipelined producer connection, as a state machine for a worker's event loop. It sends
+/// batch after batch (as fast as the window allows, or each at its scheduled time), keeps what
+/// it sent in `inflight` until the response arrives, and is done once it stopped sending and
+/// every response is in.
+pub struct Producer {
+    stream: TcpStream,
+    frames: Vec<FrameTemplate>,
+    plan: ProducerPlan,
+    reader: ReaderPlan,
+    stats: Arc<Stats>,
+    /// When the first call came: batch `i` of a rate-limited run is due `(i + 1)` intervals
+    /// after it.
+    started_ns: Option<u64>,
+    /// Batches started.
+    sent: u64,
+    /// The next batch's scheduled time once decided: kept while the batch waits for a window
+    /// slot, so that the wait counts as latency (no coordinated omission).
+    next_due_ns: Option<u64>,
+    /// Set while the next batch waits for its scheduled time: the loop calls back then.
+    wake_at_ns: Option<u64>,
+    /// The frame being written (index into `frames`) and how many of its bytes went out.
+    writing: Option<(usize, usize)>,
+    sending_done: bool,
+    inflight: VecDeque<InFlight>,
+    /// Response bytes read but not yet handled: `responses[..responses_len]`.
+    responses: Vec<u8>,
+    responses_len: usize,
+    /// Since when the socket has refused our bytes, if it does.
+    write_blocked_since_ns: Option<u64>,
+    /// Since when we wait for response bytes: the last read, or the request that filled an
+    /// empty window.
+    response_wait_since_ns: u64,
+}
+
+impl cores::Session for Producer {
+    fn fd(&self) -> RawFd {
+        self.stream.as_raw_fd()
+    }
+
+    fn advance(&mut self, now_ns: u64, readable: bool) -> cores::Step {
+        self.started_ns.get_or_insert(now_ns);
+        if let Err(e) = self.step(now_ns, readable) {
+            self.stats.error(e);
+            return cores::Step::Done;
+        }
+        let finished = self.sending_done && self.writing.is_none() && self.inflight.is_empty();
+        if finished {
+            cores::Step::Done
         } else {
-            started_ns + (sent + 1) * plan.batch_interval_ns
-        };
-        if !stats::sleep_until(due_ns, stats) {
-            break;
+            cores::Step::Wait {
+                wake_at_ns: self.wake_at_ns,
+            }
         }
-        let correlation_id = (sent % i32::MAX as u64) as i32;
-        let frame = &mut frames[(sent % plan.partitions.len() as u64) as usize];
-        wire::patch_correlation_id(&mut frame.bytes, correlation_id);
-        if plan.stamp_values {
-            frame.stamp(due_ns, record_interval_ns);
-        }
-        if let Some(tx) = &inflight
-            && tx
-                .send(InFlight {
-                    correlation_id,
-                    due_ns,
-                })
-                .is_err()
-        {
-            break; // the reader stopped on an error it reported
-        }
-        if let Err(e) = stream.write_all(&frame.bytes) {
-            stats.error(format!("produce write to {}: {e}", plan.addr));
-            break;
-        }
-        stats
-            .requests
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if inflight.is_none() {
-            stats.add(plan.records_per_batch as u64, frame.batch_len as u64);
-        }
-        sent += 1;
     }
 }
 
+impl Producer {
+    /// Pre-encodes one Produce frame per partition of the connection and makes the connected
+    /// `stream` non-blocking: from here on a worker's event loop drives it.
+    fn new(
+        stream: TcpStream,
+        plan: ProducerPlan,
+        version: i16,
+        stats: Arc<Stats>,
+    ) -> wire::Result<Producer> {
+        let timestamp_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let template = batch::build(
+            plan.records_per_batch,
+            plan.record_bytes,
+            timestamp_ms as i64,
+        );
+        let frames: Vec<FrameTemplate> = plan
+            .partitions
+            .iter()
+            .map(|p| FrameTemplate::new(&plan.topic, *p, plan.acks, version, &template))
+            .collect();
+        stream
+            .set_nonblocking(true)
+            .map_err(wire::io_err("non-blocking socket"))?;
+        Ok(Producer {
+            stream,
+            frames,
+            reader: ReaderPlan::from(&plan, version, template.bytes.len()),
+            plan,
+            stats,
+            started_ns: None,
+            sent: 0,
+            next_due_ns: None,
+            wake_at_ns: None,
+            writing: None,
+            sending_done: false,
+            inflight: VecDeque::new(),
+            responses: vec![0; RESPONSE_READ_BUFFER_BYTES],
+            responses_len: 0,
+            write_blocked_since_ns: None,
+            response_wait_since_ns: 0,
+        })
+    }
+
+    /// Everything the connection can do now; an error ends it (and is counted by the caller).
+    fn step(&mut self, now_ns: u64, readable: bool) -> Result<(), String> {
+        if readable && self.plan.acks != 0 {
+            self.read_responses()?;
+        }
+        self.send_due();
+        self.check_timeouts(now_ns)
+    }
+
+    /// Sends batches while one is due and the window has room, finishing the frame in progress
+    /// first. Returns when the socket is full, the window is full, or the next batch is not yet
+    /// due (then `wake_at_ns` says when).
+    fn send_due(&mut self) {
+        self.wake_at_ns = None;
+        loop {
+            match self.write_pending() {
+                Ok(true) => {}
+                Ok(false) => return, // the socket is full: EPOLLOUT calls us back
+                Err(e) => return self.stop_after_write_error(e),
+            }
+            if self.sending_done {
+                return;
+            }
+            if self.stats.stopped() || self.plan.batches_max.is_some_and(|m| self.sent >= m) {
+                self.sending_done = true;
+                return;
+            }
+            let due_ns = match self.next_due_ns {
+                Some(due_ns) => due_ns,
+                None => *self.next_due_ns.insert(self.schedule()),
+            };
+            if due_ns > now_ns() {
+                self.wake_at_ns = Some(due_ns);
+                return;
+            }
+            if self.plan.acks != 0 && self.inflight.len() >= self.plan.inflight_max {
+                return; // a response frees a slot and calls us back
+            }
+            self.next_due_ns = None;
+            self.start_batch(due_ns);
+        }
+    }
+
+    /// The scheduled send time of the next batch: now when sending as fast as the window
+    /// allows, else its slot in the fixed-rate schedule.
+    fn schedule(&self) -> u64 {
+        match self.plan.batch_interval_ns {
+            0 => now_ns(),
+            interval => self.started_ns.unwrap_or_else(now_ns) + (self.sent + 1) * interval,
+        }
+    }
+
+    /// Makes the next batch's frame (the connection's partitions in turn) and queues it.
+    fn start_batch(&mut self, due_ns: u64) {
+        let record_interval_ns = self.plan.batch_interval_ns / self.plan.records_per_batch as u64;
+        let correlation_id = (self.sent % i32::MAX as u64) as i32;
+        let index = (self.sent % self.frames.len() as u64) as usize;
+        let frame = &mut self.frames[index];
+        wire::patch_correlation_id(&mut frame.bytes, correlation_id);
+        if self.plan.stamp_values {
+            frame.stamp(due_ns, record_interval_ns);
+        }
+        if self.plan.acks != 0 {
+            if self.inflight.is_empty() {
+                self.response_wait_since_ns = now_ns();
+            }
+            self.inflight.push_back(InFlight {
+                correlation_id,
+                due_ns,
+            });
+        }
+        self.writing = Some((index, 0));
+        self.sent += 1;
+    }
+
+    /// Writes what is left of the frame in progress, if any; true once it is all out, false
+    /// if the socket is full.
+    fn write_pending(&mut self) -> io::Result<bool> {
+        let Some((index, mut written)) = self.writing else {
+            return Ok(true);
+        };
+        let bytes = &self.frames[index].bytes;
+        while written < bytes.len() {
+            match (&self.stream).write(&bytes[written..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    written += n;
+                    self.write_blocked_since_ns = None;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.writing = Some((index, written));
+                    self.write_blocked_since_ns.get_or_insert_with(now_ns);
+                    return Ok(false);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.writing = None;
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        if self.plan.acks == 0 {
+            let batch_bytes = self.frames[index].batch_len as u64;
+            self.stats
+                .add(self.plan.records_per_batch as u64, batch_bytes);
+        }
+        Ok(true)
+    }
+
+    /// A failed write stops the sending; no response will come for that request, but the
+    /// responses to the earlier ones are still read.
+    fn stop_after_write_error(&mut self, e: io::Error) {
+        self.stats
+            .error(format!("produce write to {}: {e}", self.plan.addr));
+        self.writing = None;
+        self.write_blocked_since_ns = None;
+        self.sending_done = true;
+        if self.plan.acks != 0 {
+            self.inflight.pop_back();
+        }
+    }
+
+    /// Reads until the socket is empty, handling every complete response as it comes.
+    fn read_responses(&mut self) -> Result<(), String> {
+        loop {
+            let room = self.make_room().map_err(|e| self.response_error(e))?;
+            match (&self.stream).read(&mut self.responses[self.responses_len..]) {
+                Ok(0) => return Err(self.response_error("connection closed by the broker")),
+                Ok(n) => {
+                    let acked_ns = now_ns();
+                    self.response_wait_since_ns = acked_ns;
+                    self.responses_len += n;
+                    self.take_responses(acked_ns)?;
+                    if n < room {
+                        return Ok(()); // a short read emptied the socket
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.response_error(e)),
+            }
+        }
+    }
+
+    fn response_error(&self, e: impl std::fmt::Display) -> String {
+        format!("produce response from {}: {e}", self.plan.addr)
+    }
+
+    /// Grows the read buffer if the frame at its start does not fit (its length was bounded by
+    /// PRODUCE_RESPONSE_SIZE_MAX_BYTES before). Returns the free room.
+    fn make_room(&mut self) -> wire::Result<usize> {
+        let pending = &self.responses[..self.responses_len];
+        if let Some(len) = wire::frame_len(pending, PRODUCE_RESPONSE_SIZE_MAX_BYTES)?
+            && len > self.responses.len()
+        {
+            self.responses.resize(len, 0);
+        }
+        Ok(self.responses.len() - self.responses_len)
+    }
+
+    /// Handles every complete response in the buffer, in order, and keeps the partial rest.
+    fn take_responses(&mut self, acked_ns: u64) -> Result<(), String> {
+        let mut at = 0;
+        while let Some(len) = self
+            .complete_frame_at(at)
+            .map_err(|e| self.response_error(e))?
+        {
+            let body = &self.responses[at + wire::FRAME_LENGTH_BYTES..at + len];
+            self.handle_response(bytes::Bytes::copy_from_slice(body), acked_ns)?;
+            at += len;
+        }
+        self.responses.copy_within(at..self.responses_len, 0);
+        self.responses_len -= at;
+        Ok(())
+    }
+
+    /// The length of the frame starting at `at` in the read buffer, if all of it is there.
+    fn complete_frame_at(&self, at: usize) -> wire::Result<Option<usize>> {
+        let pending = &self.responses[at..self.responses_len];
+        let len = wire::frame_len(pending, PRODUCE_RESPONSE_SIZE_MAX_BYTES)?;
+        Ok(len.filter(|len| *len <= pending.len()))
+    }
+
+    /// Matches one response to the oldest request in flight and counts it.
+    fn handle_response(&mut self, body: bytes::Bytes, acked_ns: u64) -> Result<(), String> {
+        let Some(sent) = self.inflight.pop_front() else {
+            return Err(self.response_error("no request is waiting for it"));
+        };
+        let (got, resp) = wire::decode_response::<ProduceRequest>(body, self.reader.version)
+            .map_err(|e| self.response_error(e))?;
+        if got != sent.correlation_id {
+            let want = sent.correlation_id;
+            let e = WireError::Correlation { got, want };
+            return Err(format!("{}: {e}", self.plan.addr));
+        }
+        if check_response(&resp, &self.stats) {
+            self.stats.add(self.reader.records, self.reader.batch_bytes);
+            record_batch_latency(&self.stats, &self.reader, sent.due_ns, acked_ns);
+        }
+        Ok(())
+    }
+
+    /// A peer that takes none of our bytes, or sends none of the responses we wait for, for
+    /// SOCKET_TIMEOUT is an error rather than a hang.
+    fn check_timeouts(&self, now_ns: u64) -> Result<(), String> {
+        let timeout_ns = SOCKET_TIMEOUT.as_nanos() as u64;
+        let addr = &self.plan.addr;
+        if let Some(since) = self.write_blocked_since_ns
+            && now_ns.saturating_sub(since) > timeout_ns
+        {
+            return Err(format!(
+                "produce write to {addr}: no progress for {SOCKET_TIMEOUT:?}"
+            ));
+        }
+        if !self.inflight.is_empty()
+            && now_ns.saturating_sub(self.response_wait_since_ns) > timeout_ns
+        {
+            return Err(format!(
+                "produce response from {addr}: none for {SOCKET_TIMEOUT:?}"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What handling a response needs to know about its connection.
 struct ReaderPlan {
-    addr: String,
     version: i16,
     worker: usize,
     records: u64,
@@ -228,48 +485,12 @@ struct ReaderPlan {
 impl ReaderPlan {
     fn from(plan: &ProducerPlan, version: i16, batch_bytes: usize) -> ReaderPlan {
         ReaderPlan {
-            addr: plan.addr.clone(),
             version,
             worker: plan.worker,
             records: plan.records_per_batch as u64,
             batch_bytes: batch_bytes as u64,
             record_interval_ns: plan.batch_interval_ns / plan.records_per_batch as u64,
         }
-    }
-}
-
-fn read_responses(
-    stream: TcpStream,
-    inflight: Receiver<InFlight>,
-    stats: &Stats,
-    plan: &ReaderPlan,
-) {
-    let mut reader = BufReader::with_capacity(64 * 1024, stream);
-    while let Ok(sent) = inflight.recv() {
-        let result = wire::read_frame(&mut reader, PRODUCE_RESPONSE_SIZE_MAX_BYTES)
-            .and_then(|f| wire::decode_response::<ProduceRequest>(f, plan.version));
-        let acked_ns = now_ns();
-        let resp = match result {
-            Ok((got, _)) if got != sent.correlation_id => {
-                let want = sent.correlation_id;
-                stats.error(format!(
-                    "{}: {}",
-                    plan.addr,
-                    WireError::Correlation { got, want }
-                ));
-                return;
-            }
-            Ok((_, resp)) => resp,
-            Err(e) => {
-                stats.error(format!("produce response from {}: {e}", plan.addr));
-                return;
-            }
-        };
-        if !check_response(&resp, stats) {
-            continue;
-        }
-        stats.add(plan.records, plan.batch_bytes);
-        record_batch_latency(stats, plan, sent.due_ns, acked_ns);
     }
 }
 
@@ -432,10 +653,8 @@ pub fn run(common: &Common, args: &ProduceArgs) -> wire::Result<Report> {
     let cpu = CpuProbe::start(common.broker_pid);
     let progress = stats::spawn_progress(stats.clone(), "produce");
     let started = Instant::now();
-    let mut handles = Vec::new();
-    for plan in producer_plans(args, &shape, &conns) {
-        handles.push(spawn_producer(plan, stats.clone())?);
-    }
+    let plans = producer_plans(args, &shape, &conns);
+    let handles = spawn_producers(plans, common.cpus.as_deref(), &stats)?;
     let duration = match args.count {
         Some(_) => args.duration,
         None => args.duration.or(Some(10.0)),
@@ -473,6 +692,116 @@ pub fn split_share(total: u64, n: usize, i: usize) -> u64 {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+    use std::net::TcpListener;
+    use std::sync::atomic::AtomicBool;
+
+    use bytes::BytesMut;
+    use kafka_protocol::messages::ResponseHeader;
+    use kafka_protocol::protocol::Encodable;
+
+    /// Produce version the tests speak (flexible, so the header has tagged fields).
+    const TEST_PRODUCE_VERSION: i16 = 9;
+    /// Requests the stand-in broker accepts; ours are far smaller.
+    const TEST_REQUEST_MAX_BYTES: usize = 1024 * 1024;
+
+    /// A stand-in broker on loopback: answers each Produce request with an empty response
+    /// whose correlation id is off by `skew` (0: correct). Returns how many it answered once
+    /// the client closed the connection.
+    fn stand_in_broker(skew: i32) -> (String, thread::JoinHandle<u64>) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let addr = listener.local_addr().expect("local address").to_string();
+        let serve = move || {
+            let (mut socket, _) = listener.accept().expect("accept");
+            let mut requests = socket.try_clone().expect("clone socket");
+            let mut answered = 0;
+            while let Ok(frame) = wire::read_frame(&mut requests, TEST_REQUEST_MAX_BYTES) {
+                // Request header: api key, api version, correlation id.
+                let version = i16::from_be_bytes([frame[2], frame[3]]);
+                let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+                let mut body = BytesMut::new();
+                ResponseHeader::default()
+                    .with_correlation_id(correlation_id + skew)
+                    .encode(&mut body, ApiKey::Produce.response_header_version(version))
+                    .expect("header encodes");
+                ProduceResponse::default()
+                    .encode(&mut body, version)
+                    .expect("response encodes");
+                let len = (body.len() as i32).to_be_bytes();
+                if socket
+                    .write_all(&len)
+                    .and_then(|()| socket.write_all(&body))
+                    .is_err()
+                {
+                    break;
+                }
+                answered += 1;
+            }
+            answered
+        };
+        (addr, thread::spawn(serve))
+    }
+
+    fn test_plan(addr: &str, batches: u64, inflight_max: usize) -> ProducerPlan {
+        ProducerPlan {
+            addr: addr.to_string(),
+            topic: "t".into(),
+            partitions: vec![0, 1, 2],
+            acks: 1,
+            records_per_batch: 10,
+            record_bytes: 16,
+            batch_interval_ns: 0,
+            batches_max: Some(batches),
+            inflight_max,
+            stamp_values: false,
+            worker: 0,
+        }
+    }
+
+    /// Runs one producer connection to `addr` on one worker until it is done.
+    fn run_one(plan: ProducerPlan) -> Arc<Stats> {
+        let stats = Stats::new(1, Arc::new(AtomicBool::new(false)));
+        let stream = TcpStream::connect(&plan.addr).expect("connect");
+        let producer =
+            Producer::new(stream, plan, TEST_PRODUCE_VERSION, stats.clone()).expect("producer");
+        let mut workers = cores::Workers::start(None, 1, &stats).expect("worker");
+        workers.add(producer);
+        for worker in workers.finish() {
+            worker.join().expect("worker thread");
+        }
+        stats
+    }
+
+    #[test]
+    fn every_response_is_matched_counted_and_timed() {
+        let (addr, broker) = stand_in_broker(0);
+        let stats = run_one(test_plan(&addr, 50, 4));
+        let counted = (
+            stats.records.load(Ordering::Relaxed),
+            stats.requests.load(Ordering::Relaxed),
+            stats.errors.load(Ordering::Relaxed),
+        );
+        assert_eq!(counted, (500, 50, 0));
+        assert_eq!(
+            stats.merged_histogram().len(),
+            500,
+            "one latency per record"
+        );
+        assert_eq!(broker.join().expect("broker thread"), 50);
+    }
+
+    #[test]
+    fn a_wrong_correlation_id_ends_the_connection_with_an_error() {
+        let (addr, broker) = stand_in_broker(1);
+        let stats = run_one(test_plan(&addr, 50, 4));
+        assert_eq!(stats.errors.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.records.load(Ordering::Relaxed), 0);
+        let samples = stats.error_samples();
+        assert!(
+            samples[0].contains("correlation id 1 where 0"),
+            "{samples:?}"
+        );
+        broker.join().expect("broker thread");
+    }
 
     fn layout(leaders: &[(i32, i32)]) -> TopicLayout {
         TopicLayout {

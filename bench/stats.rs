@@ -167,25 +167,3 @@ pub fn run_workers(
     }
     started.elapsed().as_secs_f64()
 }
-
-/// Lets this thread's sleeps end within microseconds of their deadline instead of the default
-/// 50 µs timer slack: a late wake-up would count as broker latency in rate-limited runs.
-pub fn tighten_timer_slack() {
-    // SAFETY: PR_SET_TIMERSLACK takes an integer argument and touches no memory of ours.
-    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong, 0, 0, 0) };
-}
-
-/// Sleeps until `due_ns` on the `now_ns` clock, or returns false early if `stop` is set.
-pub fn sleep_until(due_ns: u64, stats: &Stats) -> bool {
-    loop {
-        let now = now_ns();
-        if now >= due_ns {
-            return true;
-        }
-        if stats.stopped() {
-            return false;
-        }
-        let wait = Duration::from_nanos((due_ns - now).min(50_000_000));
-        thread::sleep(wait);
-    }
-}

@@ -1,9 +1,9 @@
-//! A lean, blocking Kafka wire client: frames, request encoding, version negotiation.
+//! A lean Kafka wire client: frames, request encoding, version negotiation.
 //!
 //! Control-plane requests (ApiVersions, Metadata, CreateTopics, ListOffsets) go through
-//! `Conn::call`, one at a time. The hot paths (Produce, Fetch) pre-encode their frames with
-//! `encode_frame` and drive a split socket themselves, so nothing here sits on the data path
-//! except `read_frame`.
+//! `Conn::call`, blocking, one at a time. The hot paths (Produce, Fetch) pre-encode their frames
+//! with `encode_frame` and drive the socket themselves, so nothing here sits on the data path
+//! except `read_frame` (blocking, Fetch) and `frame_len` (the producers' event loop).
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -20,6 +20,8 @@ pub const CONTROL_RESPONSE_SIZE_MAX_BYTES: usize = 64 * 1024 * 1024;
 /// Where the correlation id sits in an encoded frame: after the i32 length, api key and version.
 /// Every request header version (0, 1, 2) starts with these three fields.
 pub const FRAME_CORRELATION_ID_OFFSET: usize = 8;
+/// The i32 length prefix of every frame.
+pub const FRAME_LENGTH_BYTES: usize = 4;
 const UNSUPPORTED_VERSION: i16 = 35;
 /// CreateTopics waits for the partitions to open, so this is generous.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -85,19 +87,36 @@ pub fn patch_correlation_id(frame: &mut [u8], correlation_id: i32) {
 /// Reads one response frame; the length prefix is checked against `size_max_bytes` before any
 /// allocation of that size.
 pub fn read_frame(r: &mut impl Read, size_max_bytes: usize) -> Result<Bytes> {
-    let mut len = [0u8; 4];
+    let mut len = [0u8; FRAME_LENGTH_BYTES];
     r.read_exact(&mut len)
         .map_err(io_err("read frame length"))?;
-    let size = i32::from_be_bytes(len);
-    if size < 0 || size as usize > size_max_bytes {
-        return Err(WireError::FrameSize {
-            size: i64::from(size),
-            max: size_max_bytes,
-        });
-    }
-    let mut body = vec![0u8; size as usize];
+    let mut body = vec![0u8; frame_size(len, size_max_bytes)?];
     r.read_exact(&mut body).map_err(io_err("read frame body"))?;
     Ok(Bytes::from(body))
+}
+
+/// The length of the frame at the start of `buf`, prefix included, once its 4-byte prefix is
+/// there (None before); the prefix is checked against `size_max_bytes` like in `read_frame`.
+pub fn frame_len(buf: &[u8], size_max_bytes: usize) -> Result<Option<usize>> {
+    let Some(prefix) = buf.first_chunk::<FRAME_LENGTH_BYTES>() else {
+        return Ok(None);
+    };
+    Ok(Some(
+        FRAME_LENGTH_BYTES + frame_size(*prefix, size_max_bytes)?,
+    ))
+}
+
+/// The body size a frame's length prefix announces, refused when negative or above
+/// `size_max_bytes`: a broken peer must not make us allocate gigabytes.
+fn frame_size(len: [u8; FRAME_LENGTH_BYTES], size_max_bytes: usize) -> Result<usize> {
+    let size = i32::from_be_bytes(len);
+    match usize::try_from(size) {
+        Ok(n) if n <= size_max_bytes => Ok(n),
+        _ => Err(WireError::FrameSize {
+            size: i64::from(size),
+            max: size_max_bytes,
+        }),
+    }
 }
 
 /// Splits a response frame into its correlation id and body, for API `key` at `version`.
@@ -235,5 +254,25 @@ impl Conn {
         Ok(Versions {
             ranges: ranges.collect(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_len_waits_for_the_prefix_and_bounds_it() {
+        let max = 100;
+        assert!(matches!(frame_len(&[0, 0, 0], max), Ok(None)));
+        assert!(matches!(frame_len(&[0, 0, 0, 5, 1], max), Ok(Some(9))));
+        assert!(matches!(
+            frame_len(&(max as i32 + 1).to_be_bytes(), max),
+            Err(WireError::FrameSize { .. })
+        ));
+        assert!(matches!(
+            frame_len(&(-1i32).to_be_bytes(), max),
+            Err(WireError::FrameSize { size: -1, .. })
+        ));
     }
 }
