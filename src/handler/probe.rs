@@ -186,7 +186,7 @@ pub fn snapshot(ctx: &Context) -> ShardMetrics {
     });
     for log in ctx.partitions.borrow().values() {
         m.partitions += 1;
-        m.fsyncs += log.sync_count();
+        m.fsyncs += log.sync_count() + log.write_through_count();
         m.segments += log.segment_count() as u64;
         m.log_bytes += log.size_bytes();
     }
@@ -302,7 +302,7 @@ pub fn render(shards: &[ShardMetrics]) -> String {
         (
             "sable_fsyncs_total",
             "counter",
-            "fdatasync calls on the partitions open now.",
+            "Syncs to disk on the partitions open now: fdatasync calls and O_DSYNC writes.",
             |s| s.fsyncs.to_string(),
         ),
         (

@@ -362,6 +362,11 @@ impl PartitionLog {
         self.sync.syncs.get()
     }
 
+    /// Writes made durable by O_DSYNC (a lone acks=all append) instead of an fdatasync.
+    pub fn write_through_count(&self) -> u64 {
+        self.sync.write_throughs.get()
+    }
+
     /// Flushes everything and writes the clean-shutdown marker.
     pub async fn close(&self) -> Result<(), LogError> {
         let _turn = self.write_lock.lock().await;
