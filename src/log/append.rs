@@ -97,9 +97,10 @@ struct Chunk {
 }
 
 impl Chunk {
-    fn new(next_offset: i64) -> Chunk {
+    /// `capacity_bytes`: what the chunk will likely hold, so the buffer is allocated once.
+    fn new(next_offset: i64, capacity_bytes: usize) -> Chunk {
         Chunk {
-            buf: Vec::new(),
+            buf: Vec::with_capacity(capacity_bytes),
             batches: Vec::new(),
             members: Vec::new(),
             next_offset,
@@ -220,7 +221,8 @@ impl PartitionLog {
         // Appends of one round see the producer state the earlier ones leave, without touching
         // the log's own until their write has succeeded.
         let mut tentative: Option<ProducerStateTable> = None;
-        let mut chunk = Chunk::new(self.state.borrow().high_watermark);
+        let round_bytes = round.iter().map(|q| q.records.len()).sum();
+        let mut chunk = Chunk::new(self.state.borrow().high_watermark, round_bytes);
         let mut duplicates = Vec::new();
         let mut failed: Option<LogError> = None;
         for (i, queued) in round.iter().enumerate() {
@@ -301,7 +303,7 @@ impl PartitionLog {
         if chunk.members.is_empty() {
             return Ok(());
         }
-        let done = std::mem::replace(chunk, Chunk::new(chunk.next_offset));
+        let done = std::mem::replace(chunk, Chunk::new(chunk.next_offset, 0));
         let (file, position) = {
             let state = self.state.borrow();
             (Rc::clone(&state.active().file), state.active().size_bytes)
@@ -324,7 +326,7 @@ impl PartitionLog {
             for (member, _) in &done.members {
                 answers.set(*member, Err(share_error(&e)));
             }
-            *chunk = Chunk::new(self.state.borrow().high_watermark);
+            *chunk = Chunk::new(self.state.borrow().high_watermark, 0);
             return Err(e);
         }
         {
