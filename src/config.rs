@@ -91,6 +91,11 @@ pub struct Config {
     #[arg(long, env = "SABLE_FETCH_SENDFILE", default_value_t = true, action = clap::ArgAction::Set)]
     pub fetch_sendfile: bool,
 
+    /// Microseconds a shard with nothing to do keeps polling before it sleeps: a request or an
+    /// I/O completion arriving meanwhile skips a wake-up, for more CPU while idle; 0 sleeps at once.
+    #[arg(long, env = "SABLE_SPIN_BEFORE_PARK_US", default_value_t = 0)]
+    pub spin_before_park_us: u64,
+
     /// Consumer group initial rebalance delay in ms (Kafka: group.initial.rebalance.delay.ms).
     #[arg(
         long,

@@ -120,10 +120,15 @@ pub fn start(
         .enumerate()
         .map(|(i, (stop, mesh))| {
             let (config, ready, image) = (config.clone(), ready.clone(), image.clone());
-            LocalExecutorBuilder::new(Placement::Fixed(i))
+            let mut builder = LocalExecutorBuilder::new(Placement::Fixed(i))
                 .name(&format!("shard{i}"))
                 .io_memory(1 << 20)
-                .preempt_timer(Duration::from_millis(5))
+                .preempt_timer(Duration::from_millis(5));
+            if config.spin_before_park_us > 0 {
+                builder =
+                    builder.spin_before_park(Duration::from_micros(config.spin_before_park_us));
+            }
+            builder
                 .spawn(move || async move {
                     let shard = ShardId(i as u16);
                     shard_main(shard, config, mesh, image, ready, stop.shared())
