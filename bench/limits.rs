@@ -25,32 +25,48 @@ const DISK_WRITE_MAX_BYTES: u64 = 1024 * 1024 * 1024;
 const SYNC_APPEND_BYTES: usize = 4096;
 const SYNC_SAMPLES_MAX: usize = 5000;
 
-/// Bytes per second a writer thread pushes through a loopback socket to a reader thread.
-fn loopback_bandwidth(test: Duration) -> io::Result<f64> {
+/// What one loopback stream costs: bytes per second, and the CPU-seconds per GB of the sending
+/// and the receiving thread (a broker's fetch path pays at least the sending side).
+struct LoopbackProbe {
+    bytes_per_s: f64,
+    send_cpu_s_per_gb: f64,
+    recv_cpu_s_per_gb: f64,
+}
+
+/// A writer thread pushes 1 MiB writes through a loopback socket to a reader thread.
+fn loopback_bandwidth(test: Duration) -> io::Result<LoopbackProbe> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
-    let reader = thread::spawn(move || -> io::Result<u64> {
+    let reader = thread::spawn(move || -> io::Result<(u64, f64)> {
         let (mut s, _) = listener.accept()?;
+        let cpu_before = thread_cpu_s();
         let mut buf = vec![0u8; TCP_CHUNK_BYTES];
         let mut total = 0u64;
         loop {
             match s.read(&mut buf)? {
-                0 => return Ok(total),
+                0 => return Ok((total, thread_cpu_s() - cpu_before)),
                 n => total += n as u64,
             }
         }
     });
     let mut s = TcpStream::connect(addr)?;
     let chunk = vec![7u8; TCP_CHUNK_BYTES];
+    let cpu_before = thread_cpu_s();
     let started = Instant::now();
     while started.elapsed() < test {
         s.write_all(&chunk)?;
     }
+    let send_cpu = thread_cpu_s() - cpu_before;
     drop(s);
-    let total = reader
+    let (total, recv_cpu) = reader
         .join()
         .map_err(|_| io::Error::other("reader panicked"))??;
-    Ok(total as f64 / started.elapsed().as_secs_f64())
+    let gb = total as f64 / 1e9;
+    Ok(LoopbackProbe {
+        bytes_per_s: total as f64 / started.elapsed().as_secs_f64(),
+        send_cpu_s_per_gb: send_cpu / gb,
+        recv_cpu_s_per_gb: recv_cpu / gb,
+    })
 }
 
 /// Round trips of one byte over loopback with TCP_NODELAY: (p50, p99, max) in microseconds.
@@ -218,7 +234,9 @@ pub fn run(args: &LimitsArgs) -> (Value, u64) {
     let out = json!({
         "workload": "limits",
         "cpus": thread::available_parallelism().map_or(0, |n| n.get()),
-        "loopback_tcp_mb_per_s": tcp.map(mb),
+        "loopback_tcp_mb_per_s": tcp.as_ref().map(|p| mb(p.bytes_per_s)),
+        "loopback_tcp_send_cpu_s_per_gb": tcp.as_ref().map(|p| p.send_cpu_s_per_gb),
+        "loopback_tcp_recv_cpu_s_per_gb": tcp.as_ref().map(|p| p.recv_cpu_s_per_gb),
         "loopback_rtt_us": rtt.map(|(p50, p99, max)| json!({"p50": p50, "p99": p99, "max": max})),
         "memcpy_mb_per_s": mb(memcpy),
         "disk_dir": dir.display().to_string(),
@@ -248,11 +266,17 @@ pub fn print_table(v: &Value, out: &mut dyn Write) -> io::Result<()> {
             .map_or("n/a".to_string(), |x| x.to_string())
     };
     writeln!(out, "\n== sable-bench limits ({} CPUs) ==", v["cpus"])?;
+    let cpu = |k: &str| {
+        v[k].as_f64()
+            .map_or("n/a".to_string(), |x| format!("{x:.2}"))
+    };
     writeln!(
         out,
-        "{:<38} {} MB/s",
+        "{:<38} {} MB/s  send {} / receive {} CPU-s/GB",
         "loopback TCP, 1 stream",
-        f("loopback_tcp_mb_per_s")
+        f("loopback_tcp_mb_per_s"),
+        cpu("loopback_tcp_send_cpu_s_per_gb"),
+        cpu("loopback_tcp_recv_cpu_s_per_gb")
     )?;
     writeln!(
         out,
@@ -273,9 +297,7 @@ pub fn print_table(v: &Value, out: &mut dyn Write) -> io::Result<()> {
         "{:<38} {} MB/s  {} CPU-s/GB  (MemFree {} MB before)",
         "page-cache write, new pages, no sync",
         f("page_cache_write_mb_per_s"),
-        v["page_cache_write_cpu_s_per_gb"]
-            .as_f64()
-            .map_or("n/a".to_string(), |x| format!("{x:.2}")),
+        cpu("page_cache_write_cpu_s_per_gb"),
         f("mem_free_mb")
     )?;
     writeln!(

@@ -170,6 +170,7 @@ target("produce acks=all 5k msg/s: p99 / fdatasync p99",
        ratio(get("p-all5k", "latency_us", "p99"), sync.get("p99")), "{:.1f}x", "<= 3x", lambda v: v <= 3)
 target("consume 1 KiB records: share of loopback TCP", ratio(get("c-1k", "mb_per_s"), tcp), "{:.0%}", ">= 60 %", lambda v: v >= 0.60)
 target("consume 1 KiB records: broker CPU-s per GB", get("c-1k", "cpu_s_per_gb"), "{:.2f}", "<= 0.2", lambda v: v <= 0.2)
+target("loopback TCP probe alone: sender CPU-s per GB", lim.get("loopback_tcp_send_cpu_s_per_gb"), "{:.2f}", "context")
 target("e2e acks=1 1k msg/s: p50 / loopback RTT p50",
        ratio(get("e2e-1k", "latency_us", "p50"), rtt.get("p50")), "{:.1f}x", "<= 10x", lambda v: v <= 10)
 target("e2e acks=1 1k msg/s: p99.9 (ms)", scaled(get("e2e-1k", "latency_us", "p99_9"), 1000), "{:.2f}", "<= 5 ms", lambda v: v <= 5)
