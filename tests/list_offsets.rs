@@ -126,3 +126,48 @@ async fn offsets_for_times_on_an_empty_partition_is_end() {
     let consumer = broker.consumer();
     assert_eq!(offset_for_time(&consumer, topic, T0_MS), Offset::End);
 }
+
+/// Every ListOffsets version the broker serves answers a filled partition (kafkajs asks v1-v3,
+/// whose answers lack the leader epoch: setting it once aborted the broker).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_served_version_answers_a_filled_partition() {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::{ApiKey, ListOffsetsRequest, ListOffsetsResponse, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+
+    const LATEST: i64 = -1;
+    let broker = Broker::start_with(&["--shards", "1"]);
+    let topic = "versions";
+    broker.create_topic(topic, 1).await;
+    let producer = broker.producer(&[]);
+    let values: Vec<Vec<u8>> = (0..3).map(|i| format!("r{i}").into_bytes()).collect();
+    let records = values
+        .iter()
+        .map(|v| common::record(topic, None, Some(v)).partition(0))
+        .collect();
+    common::produce_all(&producer, records).await;
+    let mut stream = common::wire::connect(broker.bootstrap());
+    for version in 1..=10 {
+        let req = ListOffsetsRequest::default()
+            .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+            .with_topics(vec![
+                ListOffsetsTopic::default()
+                    .with_name(TopicName(StrBytes::from_static_str(topic)))
+                    .with_partitions(vec![
+                        ListOffsetsPartition::default()
+                            .with_partition_index(0)
+                            .with_timestamp(LATEST),
+                    ]),
+            ]);
+        let resp: ListOffsetsResponse =
+            common::codec::try_call(&mut stream, ApiKey::ListOffsets, version, &req)
+                .unwrap_or_else(|_| {
+                    panic!("ListOffsets v{version}: the broker closed the connection")
+                });
+        let p = &resp.topics[0].partitions[0];
+        assert_eq!(p.error_code, 0, "v{version}");
+        assert_eq!(p.offset, 3, "v{version}: latest offset");
+        let want_epoch = if version >= 4 { 0 } else { -1 };
+        assert_eq!(p.leader_epoch, want_epoch, "v{version}: leader epoch");
+    }
+}

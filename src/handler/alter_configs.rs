@@ -48,7 +48,7 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
                 .with_error_message(message.map(StrBytes::from_string))
         })
         .collect();
-    Ok(r.respond(&AlterConfigsResponse::default().with_responses(responses)))
+    r.respond(&AlterConfigsResponse::default().with_responses(responses))
 }
 
 /// One resource of a request: (resource type, name, the change or the (code, message) it was

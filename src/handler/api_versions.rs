@@ -20,7 +20,7 @@ pub fn serve(_ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Frame, H
         Ok(_) => 0,
         Err(_) => ResponseError::InvalidRequest.code(),
     };
-    Ok(r.respond(&response(error_code)))
+    r.respond(&response(error_code))
 }
 
 pub fn response(error_code: i16) -> ApiVersionsResponse {

@@ -51,7 +51,7 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
             }
         })
         .collect();
-    Ok(r.respond(&CreatePartitionsResponse::default().with_results(results)))
+    r.respond(&CreatePartitionsResponse::default().with_results(results))
 }
 
 fn growth_of(ctx: &Context, t: &CreatePartitionsTopic) -> Result<PartitionGrowth, TopicError> {

@@ -79,7 +79,7 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
             }
         })
         .collect();
-    Ok(r.respond(&CreateTopicsResponse::default().with_topics(topics)))
+    r.respond(&CreateTopicsResponse::default().with_topics(topics))
 }
 
 /// Resolves defaults (-1) and explicit assignments into a spec the controller checks.

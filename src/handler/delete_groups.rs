@@ -31,7 +31,7 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
                 .with_error_code(code),
         );
     }
-    Ok(r.respond(&DeleteGroupsResponse::default().with_results(results)))
+    r.respond(&DeleteGroupsResponse::default().with_results(results))
 }
 
 async fn delete(

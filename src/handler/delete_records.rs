@@ -53,5 +53,5 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
                 .with_partitions(partitions),
         );
     }
-    Ok(r.respond(&DeleteRecordsResponse::default().with_topics(topics)))
+    r.respond(&DeleteRecordsResponse::default().with_topics(topics))
 }

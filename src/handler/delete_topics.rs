@@ -62,5 +62,5 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
             }
         })
         .collect();
-    Ok(r.respond(&DeleteTopicsResponse::default().with_responses(responses)))
+    r.respond(&DeleteTopicsResponse::default().with_responses(responses))
 }

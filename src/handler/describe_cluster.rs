@@ -26,7 +26,7 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
     let base = NodeId(ctx.config.node_id_base);
     let host = StrBytes::from_string(ctx.config.advertised_host());
     if r.version >= 1 && req.endpoint_type != ENDPOINT_TYPE_BROKERS {
-        return Ok(r.respond(
+        return r.respond(
             &DescribeClusterResponse::default()
                 .with_error_code(error_code::code(
                     kafka_protocol::ResponseError::UnsupportedEndpointType,
@@ -36,7 +36,7 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
                 )))
                 .with_endpoint_type(req.endpoint_type)
                 .with_cluster_id(StrBytes::from_string(image.state.cluster_id.clone())),
-        ));
+        );
     }
     let brokers = (0..image.shard_count)
         .map(|s| {
@@ -46,7 +46,7 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
                 .with_port(i32::from(ctx.config.shard_port(s)))
         })
         .collect();
-    Ok(r.respond(
+    r.respond(
         &DescribeClusterResponse::default()
             .with_error_code(error_code::NONE)
             .with_endpoint_type(ENDPOINT_TYPE_BROKERS)
@@ -58,5 +58,5 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
             } else {
                 AUTHORIZED_OPERATIONS_OMITTED
             }),
-    ))
+    )
 }

@@ -116,7 +116,7 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
             }
         })
         .collect();
-    Ok(r.respond(&DescribeConfigsResponse::default().with_results(results)))
+    r.respond(&DescribeConfigsResponse::default().with_results(results))
 }
 
 fn wire_entry(

@@ -64,7 +64,7 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
             described(g, d, ops, r.version)
         })
         .collect();
-    Ok(r.respond(&DescribeGroupsResponse::default().with_groups(groups)))
+    r.respond(&DescribeGroupsResponse::default().with_groups(groups))
 }
 
 fn described(id: &GroupId, d: Option<GroupDescription>, ops: i32, version: i16) -> DescribedGroup {

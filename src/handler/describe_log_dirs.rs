@@ -61,9 +61,9 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
         .with_topics(topics)
         .with_total_bytes(BYTES_UNKNOWN)
         .with_usable_bytes(BYTES_UNKNOWN);
-    Ok(r.respond(
+    r.respond(
         &DescribeLogDirsResponse::default()
             .with_error_code(error_code::NONE)
             .with_results(vec![dir]),
-    ))
+    )
 }

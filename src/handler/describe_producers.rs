@@ -54,5 +54,5 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
                 .with_partitions(partitions)
         })
         .collect();
-    Ok(r.respond(&DescribeProducersResponse::default().with_topics(topics)))
+    r.respond(&DescribeProducersResponse::default().with_topics(topics))
 }

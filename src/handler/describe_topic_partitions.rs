@@ -100,9 +100,9 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
             break;
         }
     }
-    Ok(r.respond(
+    r.respond(
         &DescribeTopicPartitionsResponse::default()
             .with_topics(topics)
             .with_next_cursor(next_cursor),
-    ))
+    )
 }

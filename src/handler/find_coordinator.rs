@@ -42,7 +42,7 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
             .with_host(c.host)
             .with_port(c.port)
     };
-    Ok(r.respond(&resp))
+    r.respond(&resp)
 }
 
 fn coordinator(ctx: &Context, key: &StrBytes, key_type: i8) -> Coordinator {

@@ -28,5 +28,5 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
         Err(GroupError::NotCoordinator)
     };
     let code = result.err().as_ref().map_or(error_code::NONE, group_error);
-    Ok(r.respond(&HeartbeatResponse::default().with_error_code(code)))
+    r.respond(&HeartbeatResponse::default().with_error_code(code))
 }

@@ -74,5 +74,5 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
                 .with_error_message(message.map(StrBytes::from_string))
         })
         .collect();
-    Ok(r.respond(&IncrementalAlterConfigsResponse::default().with_responses(responses)))
+    r.respond(&IncrementalAlterConfigsResponse::default().with_responses(responses))
 }

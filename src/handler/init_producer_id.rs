@@ -22,9 +22,9 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
         .with_producer_epoch(-1);
     if req.transactional_id.is_some() {
         // Transactions are not served yet; refusing beats pretending to be transactional.
-        return Ok(r.respond(
+        return r.respond(
             &resp.with_error_code(code(ResponseError::TransactionalIdAuthorizationFailed)),
-        ));
+        );
     }
     // A producer that asks to bump its epoch (KIP-360) gets a new id instead: same guarantees,
     // as nothing of the old id is fenced yet.
@@ -35,7 +35,7 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
             .with_producer_epoch(0),
         Err(c) => resp.with_error_code(c),
     };
-    Ok(r.respond(&resp))
+    r.respond(&resp)
 }
 
 async fn next_producer_id(ctx: &Rc<Context>) -> Result<i64, i16> {

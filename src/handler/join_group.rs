@@ -74,7 +74,7 @@ pub async fn serve(
         rx.await
             .unwrap_or_else(|_| JoinResult::error(GroupError::CoordinatorNotAvailable, &member_id))
     };
-    Ok(r.respond(&response(r.version, result)))
+    r.respond(&response(r.version, result))
 }
 
 fn response(version: i16, j: JoinResult) -> JoinGroupResponse {

@@ -59,5 +59,5 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
             LeaveGroupResponse::default().with_members(out)
         }
     };
-    Ok(r.respond(&resp))
+    r.respond(&resp)
 }

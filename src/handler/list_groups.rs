@@ -52,9 +52,9 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
             out
         })
         .collect();
-    Ok(r.respond(
+    r.respond(
         &ListGroupsResponse::default()
             .with_error_code(error_code::NONE)
             .with_groups(groups),
-    ))
+    )
 }

@@ -24,6 +24,17 @@ const EARLIEST_LOCAL_TIMESTAMP: i64 = -4; // KIP-405; no tiered storage, so = ea
 const LATEST_TIERED_TIMESTAMP: i64 = -5; // KIP-1005; nothing tiered: the log start offset - 1
 const EARLIEST_PENDING_UPLOAD_TIMESTAMP: i64 = -6; // KIP-1023; nothing pending: -1
 
+/// ListOffsets answers carry the leader epoch from v4 (KIP-320); earlier versions lack the field.
+fn leader_epoch_in(version: i16, epoch: i32) -> i32 {
+    if version >= LEADER_EPOCH_MIN_VERSION {
+        epoch
+    } else {
+        -1
+    }
+}
+
+const LEADER_EPOCH_MIN_VERSION: i16 = 4;
+
 pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Frame, HandlerError> {
     let req: ListOffsetsRequest = r.decode(&mut body)?;
     let image = ctx.image();
@@ -48,7 +59,7 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
                         .with_error_code(error_code::NONE)
                         .with_offset(offset)
                         .with_timestamp(timestamp)
-                        .with_leader_epoch(log.leader_epoch()),
+                        .with_leader_epoch(leader_epoch_in(r.version, log.leader_epoch())),
                     Err(e) => out.with_error_code(log_error(&e)),
                 },
             };
@@ -60,7 +71,7 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
                 .with_partitions(partitions),
         );
     }
-    Ok(r.respond(&ListOffsetsResponse::default().with_topics(topics)))
+    r.respond(&ListOffsetsResponse::default().with_topics(topics))
 }
 
 /// (offset, timestamp) for one query; (-1, -1) when no record matches, as Kafka answers.

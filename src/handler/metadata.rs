@@ -92,7 +92,7 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
         .with_controller_id(BrokerId(node_id(base, ShardId::CONTROLLER).0))
         .with_topics(topics)
         .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
-    Ok(r.respond(&resp))
+    r.respond(&resp)
 }
 
 fn requested_topic(

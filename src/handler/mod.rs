@@ -71,6 +71,8 @@ pub enum HandlerError {
     UnsupportedVersion(ApiKey, i16),
     #[error("malformed {0:?} request: {1}")]
     Malformed(ApiKey, String),
+    #[error("the {0:?} v{1} response does not encode: {2}")]
+    Unencodable(ApiKey, i16, String),
 }
 
 /// The cross-shard operations a handler may need. Implemented by `shard/` over the mesh.
@@ -347,16 +349,23 @@ impl Request {
         T::decode(body, self.version).map_err(|e| HandlerError::Malformed(self.key, e.to_string()))
     }
 
-    /// Frames a response encoded by the `kafka-protocol` crate.
-    pub fn respond<T: Encodable>(&self, response: &T) -> Frame {
+    /// Frames a response encoded by the `kafka-protocol` crate. A response that does not encode
+    /// at the request's version (a field set that the version lacks) is our bug: it fails this
+    /// request and closes its connection, never the broker.
+    pub fn respond<T: Encodable>(&self, response: &T) -> Result<Frame, HandlerError> {
         let mut f = FrameBuilder::new(self.correlation_id);
         if self.key.response_header_version(self.version) >= 1 {
             f.buf().put_u8(0); // No tagged fields in the response header.
         }
-        response
-            .encode(f.buf(), self.version)
-            .expect("our responses encode at the version we accepted");
-        f.finish()
+        if let Err(e) = response.encode(f.buf(), self.version) {
+            tracing::error!(api = ?self.key, version = self.version, error = %e, "response does not encode");
+            return Err(HandlerError::Unencodable(
+                self.key,
+                self.version,
+                e.to_string(),
+            ));
+        }
+        Ok(f.finish())
     }
 }
 

@@ -120,5 +120,5 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
                 .with_partitions(partitions)
         })
         .collect();
-    Ok(r.respond(&OffsetCommitResponse::default().with_topics(topics)))
+    r.respond(&OffsetCommitResponse::default().with_topics(topics))
 }

@@ -40,7 +40,7 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
     };
     let results = match outcome {
         Err(e) => {
-            return Ok(r.respond(&OffsetDeleteResponse::default().with_error_code(group_error(&e))));
+            return r.respond(&OffsetDeleteResponse::default().with_error_code(group_error(&e)));
         }
         Ok(results) => results,
     };
@@ -79,9 +79,9 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
                 .with_partitions(partitions)
         })
         .collect();
-    Ok(r.respond(
+    r.respond(
         &OffsetDeleteResponse::default()
             .with_error_code(error_code::NONE)
             .with_topics(topics),
-    ))
+    )
 }

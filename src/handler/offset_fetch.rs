@@ -120,7 +120,7 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
             .with_error_code(top_level)
             .with_topics(topics)
     };
-    Ok(r.respond(&resp))
+    r.respond(&resp)
 }
 
 /// The group-level error and the partitions' answers, in request order (all commits when

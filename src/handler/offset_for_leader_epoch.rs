@@ -68,7 +68,7 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
                 .with_partitions(partitions)
         })
         .collect();
-    Ok(r.respond(&OffsetForLeaderEpochResponse::default().with_topics(topics)))
+    r.respond(&OffsetForLeaderEpochResponse::default().with_topics(topics))
 }
 
 /// Kafka's LeaderEpochFileCache.endOffsetFor for a log whose batches all carry `current`.

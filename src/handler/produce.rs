@@ -115,9 +115,8 @@ pub async fn serve(
     for (ti, result) in shape.into_iter().zip(results) {
         responses[ti].partition_responses.push(result);
     }
-    Ok(Some(r.respond(
-        &ProduceResponse::default().with_responses(responses),
-    )))
+    r.respond(&ProduceResponse::default().with_responses(responses))
+        .map(Some)
 }
 
 /// Produce to a topic that does not exist creates it when auto-create is on (the request flag

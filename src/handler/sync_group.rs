@@ -52,5 +52,5 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
         .with_protocol_type(protocol_type.map(StrBytes::from_string))
         .with_protocol_name(protocol_name.map(StrBytes::from_string))
         .with_assignment(result.assignment);
-    Ok(r.respond(&resp))
+    r.respond(&resp)
 }
