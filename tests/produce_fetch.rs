@@ -423,9 +423,10 @@ async fn configured_message_max_bytes_is_enforced() {
 
 /// Produce at every served version (v3-v12 by topic name, v13 by topic id, as sarama's old
 /// versions and the newest clients send them): each answers with the next offset, and a
-/// librdkafka consumer reads every record back in order.
+/// librdkafka consumer reads every record back in order. Then Fetch at every served version
+/// (v4-v12 by name, v13-v18 by id) returns all of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn produce_at_every_served_version_lands_in_order() {
+async fn produce_and_fetch_at_every_served_version() {
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
     use kafka_protocol::messages::{
         ApiKey, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, TopicName,
