@@ -98,7 +98,6 @@ async fn idempotent_producer_survives_sigkill_exactly_once_in_order() {
 
 mod raw {
     //! The same retries, sent by hand so each case happens for certain.
-    use bytes::BytesMut;
     use kafka_protocol::messages::describe_producers_request::TopicRequest;
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
     use kafka_protocol::messages::{
@@ -106,9 +105,6 @@ mod raw {
         InitProducerIdResponse, ProduceRequest, ProduceResponse, TopicName,
     };
     use kafka_protocol::protocol::StrBytes;
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
 
     use super::common::{Broker, codec, wire};
 
@@ -118,30 +114,10 @@ mod raw {
     const PRODUCE_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 
     fn batch(pid: i64, epoch: i16, seq: i32, count: i32) -> bytes::Bytes {
-        let records: Vec<Record> = (0..count)
-            .map(|i| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: pid,
-                producer_epoch: epoch,
-                timestamp_type: TimestampType::Creation,
-                offset: i64::from(i),
-                sequence: seq + i,
-                timestamp: 1_700_000_000_000,
-                key: None,
-                value: Some(bytes::Bytes::from(format!("{pid}-{epoch}-{}", seq + i))),
-                headers: Default::default(),
-            })
+        let values: Vec<bytes::Bytes> = (0..count)
+            .map(|i| bytes::Bytes::from(format!("{pid}-{epoch}-{}", seq + i)))
             .collect();
-        let mut buf = BytesMut::new();
-        let options = RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        };
-        RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
-        buf.freeze()
+        codec::record_batch(pid, epoch, seq, &values)
     }
 
     /// Produces one batch to raw-0 on the owning shard; (error code, base offset).

@@ -432,9 +432,6 @@ async fn produce_and_fetch_at_every_served_version() {
         ApiKey, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, TopicName,
     };
     use kafka_protocol::protocol::StrBytes;
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
 
     const FIRST_VERSION: i16 = 3;
     const LAST_VERSION: i16 = 13;
@@ -457,32 +454,12 @@ async fn produce_and_fetch_at_every_served_version() {
         .expect("the topic is listed")
         .topic_id;
     for version in FIRST_VERSION..=LAST_VERSION {
-        let value = format!("v{version}");
-        let record = Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: 0,
-            sequence: -1,
-            timestamp: 1_700_000_000_000,
-            key: None,
-            value: Some(bytes::Bytes::from(value.clone())),
-            headers: Default::default(),
-        };
-        let mut records = bytes::BytesMut::new();
-        let options = RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        };
-        RecordBatchEncoder::encode(&mut records, &[record], &options).expect("encode batch");
+        let value = bytes::Bytes::from(format!("v{version}"));
+        let records = common::codec::record_batch(-1, -1, -1, &[value]);
         let mut topic_data = TopicProduceData::default().with_partition_data(vec![
             PartitionProduceData::default()
                 .with_index(0)
-                .with_records(Some(records.freeze())),
+                .with_records(Some(records)),
         ]);
         topic_data = if version >= TOPIC_ID_MIN_VERSION {
             topic_data.with_topic_id(topic_id)

@@ -93,3 +93,40 @@ pub fn call<Req: Encodable, Resp: Decodable>(
 ) -> Resp {
     try_call(stream, key, version, req).expect("broker closed the connection instead of answering")
 }
+
+/// CreateTime of every record `record_batch` builds (2023-11-14T22:13:20Z).
+pub const RECORD_TIMESTAMP_MS: i64 = 1_700_000_000_000;
+
+/// One uncompressed v2 record batch holding `values`, from producer `producer_id` at `epoch`
+/// with first sequence `first_sequence`; a plain producer is (-1, -1, -1).
+pub fn record_batch(producer_id: i64, epoch: i16, first_sequence: i32, values: &[Bytes]) -> Bytes {
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let records: Vec<Record> = (0..)
+        .zip(values)
+        .map(|(i, value)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id,
+            producer_epoch: epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i64::from(i),
+            // The encoder starts a new batch when offset - sequence changes: keep it constant.
+            sequence: first_sequence + i,
+            timestamp: RECORD_TIMESTAMP_MS,
+            key: None,
+            value: Some(value.clone()),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    RecordBatchEncoder::encode(&mut buf, &records, &options).expect("encode a record batch");
+    buf.freeze()
+}
