@@ -311,3 +311,34 @@ async fn log_append_time_topic_stamps_batches() {
         other => panic!("expected LogAppendTime, got {other:?}"),
     }
 }
+
+/// DescribeLogDirs reports the data dir's file system: its size and the space still usable, as
+/// Kafka does (they were -1 before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_log_dirs_reports_disk_size_and_usable_space() {
+    use kafka_protocol::messages::{ApiKey, DescribeLogDirsRequest, DescribeLogDirsResponse};
+
+    const VERSION: i16 = 4;
+    let broker = Broker::start_with(&["--shards", "1"]);
+    let mut stream = common::wire::connect(broker.bootstrap());
+    let resp: DescribeLogDirsResponse = common::codec::call(
+        &mut stream,
+        ApiKey::DescribeLogDirs,
+        VERSION,
+        &DescribeLogDirsRequest::default().with_topics(None),
+    );
+    let dir = &resp.results[0];
+    assert_eq!(dir.error_code, 0);
+    assert!(
+        dir.log_dir.as_str().ends_with("/data"),
+        "log dir {}",
+        dir.log_dir.as_str()
+    );
+    assert!(dir.total_bytes > 0, "total bytes {}", dir.total_bytes);
+    assert!(
+        dir.usable_bytes > 0 && dir.usable_bytes <= dir.total_bytes,
+        "usable bytes {} of {}",
+        dir.usable_bytes,
+        dir.total_bytes
+    );
+}

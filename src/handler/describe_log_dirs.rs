@@ -17,8 +17,12 @@ use crate::types::TopicPartition;
 
 pub const VERSIONS: RangeInclusive<i16> = 1..=4;
 
-/// total_bytes / usable_bytes when unknown (asking the file system would block the shard).
+/// total_bytes / usable_bytes before the shard has measured its data dir once.
 const BYTES_UNKNOWN: i64 = -1;
+
+fn clamp(bytes: u64) -> i64 {
+    i64::try_from(bytes).unwrap_or(i64::MAX)
+}
 
 pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Frame, HandlerError> {
     let req: DescribeLogDirsRequest = r.decode(&mut body)?;
@@ -59,8 +63,16 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
             ctx.config.data_dir.display().to_string(),
         ))
         .with_topics(topics)
-        .with_total_bytes(BYTES_UNKNOWN)
-        .with_usable_bytes(BYTES_UNKNOWN);
+        .with_total_bytes(
+            ctx.disk_space
+                .get()
+                .map_or(BYTES_UNKNOWN, |d| clamp(d.total_bytes)),
+        )
+        .with_usable_bytes(
+            ctx.disk_space
+                .get()
+                .map_or(BYTES_UNKNOWN, |d| clamp(d.usable_bytes)),
+        );
     r.respond(
         &DescribeLogDirsResponse::default()
             .with_error_code(error_code::NONE)

@@ -38,7 +38,7 @@ pub mod produce;
 pub mod produce_settings;
 pub mod sync_group;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
 use std::rc::Rc;
@@ -147,6 +147,8 @@ pub struct Context {
     pub groups: group_coordinator::GroupCoordinator,
     /// Producer ids reserved for this shard and not yet handed out.
     pub producer_ids: RefCell<std::ops::Range<i64>>,
+    /// The data dir's file system, as last measured (DescribeLogDirs); `None` until then.
+    pub disk_space: Cell<Option<crate::log::file::DiskSpace>>,
 }
 
 impl Context {

@@ -100,6 +100,7 @@ pub(super) fn context() -> Rc<Context> {
         // No initial delay: a lone join completes at once, so block_on never waits on a timer.
         groups: group_coordinator::GroupCoordinator::new(0),
         producer_ids: RefCell::new(0..0),
+        disk_space: Default::default(),
     })
 }
 

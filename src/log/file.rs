@@ -184,6 +184,36 @@ fn cached_pages(fd: RawFd, position: u64, len: u64) -> io::Result<u64> {
     }
 }
 
+/// Size and space left of the file system holding a path, in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiskSpace {
+    pub total_bytes: u64,
+    /// What an unprivileged writer may still use (Java's `File.getUsableSpace`, as Kafka reports).
+    pub usable_bytes: u64,
+}
+
+/// statvfs of `path` on glommio's blocking pool (a stat can wait on the disk).
+pub async fn disk_space(path: &Path) -> io::Result<DiskSpace> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    glommio::executor()
+        .spawn_blocking(move || {
+            // SAFETY: `path` is a NUL-terminated string that outlives the call; `stat` is a
+            // plain struct the kernel fills.
+            let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+            if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let fragment = stat.f_frsize;
+            Ok(DiskSpace {
+                total_bytes: stat.f_blocks.saturating_mul(fragment),
+                usable_bytes: stat.f_bavail.saturating_mul(fragment),
+            })
+        })
+        .await
+}
+
 /// Creates a directory and its parents on glommio's blocking pool.
 pub async fn create_dir_all(path: &Path) -> io::Result<()> {
     let path = path.to_path_buf();

@@ -173,6 +173,7 @@ async fn shard_main(
             config.group_initial_rebalance_delay_ms,
         ),
         producer_ids: RefCell::new(0..0),
+        disk_space: Default::default(),
     });
     let meta_dir = config.data_dir.join("meta");
     let controller = (me == ShardId::CONTROLLER)
@@ -225,6 +226,9 @@ async fn shard_main(
         config.queued_max_request_bytes,
     );
     spawn_log_tasks(&ctx, stop.clone());
+    // Measured once before serving, so DescribeLogDirs never answers "unknown" to a client.
+    measure_disk_space(&ctx).await;
+    spawn_disk_space_task(&ctx, stop.clone());
     let mut accepts = Vec::new();
     for addr in [bootstrap, own] {
         let listener =
@@ -375,6 +379,29 @@ fn spawn_log_tasks(ctx: &Rc<Context>, stop: Stop) {
     })
     .detach();
 }
+
+/// Measures the data dir's file system into `Context::disk_space` (a statvfs on the blocking
+/// pool; the DescribeLogDirs handler only reads the cell).
+async fn measure_disk_space(ctx: &Context) {
+    match crate::log::file::disk_space(&ctx.config.data_dir).await {
+        Ok(space) => ctx.disk_space.set(Some(space)),
+        Err(e) => warn!(error = %e, "cannot measure the data dir's disk space"),
+    }
+}
+
+/// Keeps `Context::disk_space` fresh: measured again every `DISK_SPACE_REFRESH_INTERVAL`.
+fn spawn_disk_space_task(ctx: &Rc<Context>, stop: Stop) {
+    let ctx = ctx.clone();
+    spawn_local(async move {
+        while sleep_or_stop(DISK_SPACE_REFRESH_INTERVAL, &stop).await {
+            measure_disk_space(&ctx).await;
+        }
+    })
+    .detach();
+}
+
+/// How often DescribeLogDirs' total and usable bytes are measured again.
+const DISK_SPACE_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Sleeps for `period`; false if the shard is stopping instead.
 async fn sleep_or_stop(period: Duration, stop: &Stop) -> bool {
