@@ -536,6 +536,7 @@ fn admin_lists_describes_alters_and_deletes_groups() {
         .iter()
         .map(|m| {
             assert_eq!(m.client_id(), "adm-client");
+            assert_eq!(m.client_host(), "/127.0.0.1", "the member's connection");
             decode_assignment(m.assignment().expect("assignment"), "adm")
         })
         .collect();

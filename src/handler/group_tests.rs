@@ -15,6 +15,9 @@ use super::{Context, dispatch};
 use crate::group::coordinator_shard;
 use crate::protocol::frame::header_prefix;
 
+/// The peer every request of these tests comes from.
+const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
 fn call<Req: Encodable, Resp: Decodable>(
     ctx: &Rc<Context>,
     key: ApiKey,
@@ -23,7 +26,7 @@ fn call<Req: Encodable, Resp: Decodable>(
 ) -> Resp {
     let body = request(key, v, req);
     let prefix = header_prefix(&body).unwrap();
-    let frame = futures::executor::block_on(dispatch(ctx, prefix, body))
+    let frame = futures::executor::block_on(dispatch(ctx, prefix, body, Some(LOOPBACK)))
         .unwrap()
         .unwrap();
     Resp::decode(&mut response_body(frame, key, v), v).unwrap()
@@ -158,6 +161,11 @@ fn a_consumer_joins_syncs_heartbeats_commits_and_leaves() {
         Bytes::from_static(b"p0")
     );
     assert_eq!(d.groups[0].authorized_operations, i32::MIN);
+    assert_eq!(
+        d.groups[0].members[0].client_host.as_str(),
+        "/127.0.0.1",
+        "the joining connection's peer, as Kafka writes it"
+    );
     let del: DeleteGroupsResponse = call(
         &ctx,
         ApiKey::DeleteGroups,

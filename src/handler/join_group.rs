@@ -26,10 +26,12 @@ const INSTANCE_ID_MIN_VERSION: i16 = 5;
 /// reassign; the Stable group keeps the assignments it has, as before KIP-814.
 const SKIP_ASSIGNMENT_MIN_VERSION: i16 = 9;
 
+/// `client_ip`: the connection's peer, recorded as the member's client host ("/ip", as Kafka).
 pub async fn serve(
     ctx: &Rc<Context>,
     r: Request,
     header: &RequestHeader,
+    client_ip: Option<std::net::IpAddr>,
     mut body: Bytes,
 ) -> Result<Frame, HandlerError> {
     let req: JoinGroupRequest = r.decode(&mut body)?;
@@ -46,7 +48,7 @@ pub async fn serve(
                 .as_ref()
                 .map(|s| s.to_string())
                 .unwrap_or_default(),
-            client_host: String::new(),
+            client_host: client_ip.map(|ip| format!("/{ip}")).unwrap_or_default(),
             session_timeout_ms: req.session_timeout_ms,
             // v0 has no rebalance timeout: Kafka uses the session timeout.
             rebalance_timeout_ms: if r.version == 0 {

@@ -216,10 +216,12 @@ fn served(key: ApiKey) -> Option<RangeInclusive<i16>> {
 }
 
 /// Answers one request. `Ok(None)`: no response is owed (Produce with acks=0).
+/// `client_ip`: the connection's peer, if known.
 pub async fn dispatch(
     ctx: &Rc<Context>,
     prefix: HeaderPrefix,
     mut body: Bytes,
+    client_ip: Option<std::net::IpAddr>,
 ) -> Result<Option<Frame>, HandlerError> {
     let _timer = probe::request_started(prefix.api_key, prefix.api_version, body.len());
     let key = ApiKey::try_from(prefix.api_key)
@@ -251,7 +253,9 @@ pub async fn dispatch(
         ApiKey::InitProducerId => init_producer_id::serve(ctx, r, body).await.map(Some),
         ApiKey::DeleteTopics => delete_topics::serve(ctx, r, body).await.map(Some),
         ApiKey::FindCoordinator => find_coordinator::serve(ctx, r, body).await.map(Some),
-        ApiKey::JoinGroup => join_group::serve(ctx, r, &header, body).await.map(Some),
+        ApiKey::JoinGroup => join_group::serve(ctx, r, &header, client_ip, body)
+            .await
+            .map(Some),
         ApiKey::SyncGroup => sync_group::serve(ctx, r, body).await.map(Some),
         ApiKey::Heartbeat => heartbeat::serve(ctx, r, body).await.map(Some),
         ApiKey::LeaveGroup => leave_group::serve(ctx, r, body).await.map(Some),

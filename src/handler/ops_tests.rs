@@ -43,7 +43,7 @@ fn ctx_with_topic() -> Rc<Context> {
 fn run<T: Decodable>(ctx: &Rc<Context>, key: ApiKey, version: i16, body: Bytes) -> T {
     let prefix = header_prefix(&body).unwrap();
     let frame: Result<Option<Frame>, HandlerError> =
-        futures::executor::block_on(dispatch(ctx, prefix, body));
+        futures::executor::block_on(dispatch(ctx, prefix, body, None));
     let mut body = response_body(frame.unwrap().unwrap(), key, version);
     T::decode(&mut body, version).unwrap()
 }

@@ -121,7 +121,7 @@ pub(super) fn request<T: Encodable>(key: ApiKey, version: i16, body: &T) -> Byte
 fn run(body: Bytes) -> Result<Option<Frame>, HandlerError> {
     let ctx = context();
     let prefix = header_prefix(&body).unwrap();
-    futures::executor::block_on(dispatch(&ctx, prefix, body))
+    futures::executor::block_on(dispatch(&ctx, prefix, body, None))
 }
 
 /// The response body after the length, correlation id, and (flexible) header tags.
@@ -259,7 +259,7 @@ fn init_producer_id_hands_out_distinct_ids_across_blocks() {
                 .with_transaction_timeout_ms(60000),
         );
         let prefix = header_prefix(&body).unwrap();
-        let frame = futures::executor::block_on(dispatch(&ctx, prefix, body))
+        let frame = futures::executor::block_on(dispatch(&ctx, prefix, body, None))
             .unwrap()
             .unwrap();
         let mut b = response_body(frame, ApiKey::InitProducerId, 4);

@@ -75,13 +75,24 @@ async fn serve(
     request_bytes: Option<Rc<Semaphore>>,
 ) {
     let _connection = crate::handler::probe::connection_opened();
+    // JoinGroup records it as the member's client host (DescribeGroups shows it).
+    let client_ip = stream.peer_addr().ok().map(|a| a.ip());
     let _ = stream.set_nodelay(true);
     send::set_nonblocking(&stream);
     let sock_fd = stream.as_raw_fd();
     let (rd, wr) = stream.buffered().split();
     let (tx, rx) = mpsc::channel(CONNECTION_INFLIGHT_MAX);
     let inflight = Rc::new(Inflight::default());
-    let reader = read_requests(rd, ctx.clone(), stop, tx, inflight, request_bytes).boxed_local();
+    let reader = read_requests(
+        rd,
+        ctx.clone(),
+        client_ip,
+        stop,
+        tx,
+        inflight,
+        request_bytes,
+    )
+    .boxed_local();
     let writer = write_responses(wr, sock_fd, ctx, rx).boxed_local();
     let reason = match select(reader, writer).await {
         // The reader is done (EOF, stop, bad frame): answer what was read, then close.
@@ -134,6 +145,7 @@ impl Inflight {
 async fn read_requests(
     mut rd: ReadHalf<Stream>,
     ctx: Rc<Context>,
+    client_ip: Option<std::net::IpAddr>,
     stop: Stop,
     mut tx: mpsc::Sender<JoinHandle<Handled>>,
     inflight: Rc<Inflight>,
@@ -182,7 +194,7 @@ async fn read_requests(
         inflight.exclusive.set(exclusive);
         let (ctx, done) = (ctx.clone(), inflight.clone());
         let task = glommio::spawn_local(async move {
-            let result = handler::dispatch(&ctx, hp, body.freeze()).await;
+            let result = handler::dispatch(&ctx, hp, body.freeze(), client_ip).await;
             drop(permit);
             done.finish();
             result
