@@ -153,15 +153,58 @@ impl ConsumerContext for Recorder {
     }
 }
 
-pub type GroupConsumer = BaseConsumer<Recorder>;
+/// A group member. Dropping it closes it on a thread of its own and waits at most
+/// `CONSUMER_CLOSE_WAIT_MAX`: librdkafka can hang for ever in the rebalance callback of a
+/// consumer that closes while its group rebalances (confluentinc/librdkafka#4884, open), and that
+/// client bug must not hang the suite. A close that finishes, as they nearly all do, still sends
+/// its LeaveGroup before the test goes on.
+pub struct GroupConsumer(Option<BaseConsumer<Recorder>>);
+
+/// How long dropping a `GroupConsumer` waits for librdkafka's close.
+const CONSUMER_CLOSE_WAIT_MAX: Duration = Duration::from_secs(15);
+
+impl GroupConsumer {
+    fn new(consumer: BaseConsumer<Recorder>) -> GroupConsumer {
+        GroupConsumer(Some(consumer))
+    }
+}
+
+impl std::ops::Deref for GroupConsumer {
+    type Target = BaseConsumer<Recorder>;
+
+    fn deref(&self) -> &BaseConsumer<Recorder> {
+        self.0.as_ref().expect("a consumer is there until dropped")
+    }
+}
+
+impl Drop for GroupConsumer {
+    fn drop(&mut self) {
+        let Some(consumer) = self.0.take() else {
+            return;
+        };
+        let (closed, wait) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(consumer);
+            let _ = closed.send(());
+        });
+        if wait.recv_timeout(CONSUMER_CLOSE_WAIT_MAX).is_err() {
+            eprintln!(
+                "a consumer's close hung for {CONSUMER_CLOSE_WAIT_MAX:?} (librdkafka#4884); \
+                 leaving it on its thread"
+            );
+        }
+    }
+}
 
 /// A member of `group` that does not subscribe: it only commits and reads offsets.
 pub fn offsets_client(b: &Broker, group: &str) -> GroupConsumer {
-    b.client_config()
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create_with_context(Recorder::default())
-        .expect("create consumer")
+    GroupConsumer::new(
+        b.client_config()
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create_with_context(Recorder::default())
+            .expect("create consumer"),
+    )
 }
 
 /// A consumer in `group` subscribed to `topic`, committing by hand, reading from the start.
@@ -174,9 +217,11 @@ pub fn consumer(b: &Broker, group: &str, topic: &str, extra: &[(&str, &str)]) ->
         .set("session.timeout.ms", SESSION_TIMEOUT_MS)
         .set("heartbeat.interval.ms", HEARTBEAT_INTERVAL_MS)
         .set("topic.metadata.refresh.interval.ms", METADATA_REFRESH_MS);
-    let c: GroupConsumer = with_settings(cfg, extra)
-        .create_with_context(Recorder::default())
-        .expect("create consumer");
+    let c = GroupConsumer::new(
+        with_settings(cfg, extra)
+            .create_with_context(Recorder::default())
+            .expect("create consumer"),
+    );
     c.subscribe(&[topic]).expect("subscribe");
     c
 }
