@@ -57,22 +57,15 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
             );
         }
     }
+    let space = ctx.disk_space.get();
     let dir = DescribeLogDirsResult::default()
         .with_error_code(error_code::NONE)
         .with_log_dir(StrBytes::from_string(
             ctx.config.data_dir.display().to_string(),
         ))
         .with_topics(topics)
-        .with_total_bytes(
-            ctx.disk_space
-                .get()
-                .map_or(BYTES_UNKNOWN, |d| clamp(d.total_bytes)),
-        )
-        .with_usable_bytes(
-            ctx.disk_space
-                .get()
-                .map_or(BYTES_UNKNOWN, |d| clamp(d.usable_bytes)),
-        );
+        .with_total_bytes(space.map_or(BYTES_UNKNOWN, |d| clamp(d.total_bytes)))
+        .with_usable_bytes(space.map_or(BYTES_UNKNOWN, |d| clamp(d.usable_bytes)));
     r.respond(
         &DescribeLogDirsResponse::default()
             .with_error_code(error_code::NONE)

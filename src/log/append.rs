@@ -187,9 +187,10 @@ impl PartitionLog {
         result.expect("a writer answers every append it takes")
     }
 
-    /// Takes appends from the head of the queue, up to `WRITE_ROUND_BYTES_MAX` (at least one).
-    /// Owners take the lock in the order they queued, so the caller's own append is the head.
-    fn take_round(&self) -> Vec<QueuedAppend> {
+    /// Takes appends from the head of the queue, up to `WRITE_ROUND_BYTES_MAX` (at least one),
+    /// with their total size. Owners take the lock in the order they queued, so the caller's own
+    /// append is the head.
+    fn take_round(&self) -> (Vec<QueuedAppend>, usize) {
         let mut queue = self.queued.borrow_mut();
         let mut round = Vec::new();
         let mut bytes = 0;
@@ -202,14 +203,14 @@ impl PartitionLog {
             next.slot.taken.set(true);
             round.push(next);
         }
-        round
+        (round, bytes)
     }
 
     /// Writes every append of one round in order: producer checks, offsets, a roll where the
     /// active segment is full, and one write per segment. An append refused by its producer check
     /// fails alone; a failed write or roll fails its own appends and every later one.
     async fn write_round(&self) {
-        let round = self.take_round();
+        let (round, round_bytes) = self.take_round();
         assert!(!round.is_empty(), "the caller's append is queued");
         // A durable round with nobody queued behind it is written with O_DSYNC: one io_uring
         // operation instead of a write then an fdatasync, for the latency of a lone acks=all
@@ -221,7 +222,6 @@ impl PartitionLog {
         // Appends of one round see the producer state the earlier ones leave, without touching
         // the log's own until their write has succeeded.
         let mut tentative: Option<ProducerStateTable> = None;
-        let round_bytes = round.iter().map(|q| q.records.len()).sum();
         let mut chunk = Chunk::new(self.state.borrow().high_watermark, round_bytes);
         let mut duplicates = Vec::new();
         let mut failed: Option<LogError> = None;

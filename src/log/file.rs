@@ -66,14 +66,7 @@ impl SegmentFile {
     /// advanced its end, so the next write lands on the same position and recovery trims the rest.
     pub async fn write_at(&self, buf: Vec<u8>, position: u64) -> io::Result<()> {
         let len = buf.len();
-        let written = self.file.write_at(buf, position).await?;
-        if written != len {
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                format!("short write: {written} of {len} bytes"),
-            ));
-        }
-        Ok(())
+        whole_write(self.file.write_at(buf, position).await?, len)
     }
 
     /// Writes all of `buf` at `position` and returns once it is on disk: one O_DSYNC write,
@@ -97,14 +90,7 @@ impl SegmentFile {
             }
         };
         let len = buf.len();
-        let written = dsync.write_at(buf, position).await?;
-        if written != len {
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                format!("short write: {written} of {len} bytes"),
-            ));
-        }
-        Ok(())
+        whole_write(dsync.write_at(buf, position).await?, len)
     }
 
     /// Closes the O_DSYNC descriptor, if any: a rolled segment takes no more writes, and 10,000
@@ -139,6 +125,18 @@ impl SegmentFile {
             // ENOSYS before Linux 6.5, or anything else: assume cold and take the io_uring path.
             Err(_) => false,
         }
+    }
+}
+
+/// A write that moved its buffer into io_uring cannot be resumed, so a short one is an error.
+fn whole_write(written: usize, len: usize) -> io::Result<()> {
+    if written == len {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            format!("short write: {written} of {len} bytes"),
+        ))
     }
 }
 
