@@ -202,7 +202,9 @@ async fn stop_producers(producers: Vec<tokio::task::JoinHandle<()>>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_records_and_commits_survive_sigkill() {
-    let mut broker = Broker::start();
+    // Small segments: rolls, with their background index writes and deferred directory syncs,
+    // are under way whenever the kill lands.
+    let mut broker = Broker::start_with(&["--segment-bytes", "16384"]);
     broker.create_topic(TOPIC, PARTITIONS).await;
     let acked: Acked = Arc::default();
     let last_commit = Arc::new(AtomicI64::new(0));

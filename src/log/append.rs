@@ -311,7 +311,8 @@ impl PartitionLog {
         // O_DSYNC syncs only the written range, so it makes the log durable up to its end only
         // when everything before is durable already.
         let synced_before = self.sync.synced_seq.get() == self.sync.written_seq.get()
-            && self.sync.unsynced_rolled.borrow().is_empty();
+            && self.sync.unsynced_rolled.borrow().is_empty()
+            && !self.sync.dir_unsynced.get();
         let durably = write_through && synced_before && !self.sync.failed.get();
         let written = if durably {
             file.write_durably(done.buf, position).await
@@ -379,31 +380,51 @@ impl PartitionLog {
             || !active.fits_offset(last_offset)
     }
 
-    /// Starts a new segment at `base_offset`. The old one is synced first, so everything in
-    /// it is durable and its indexes are final; the new file's name is made durable too.
+    /// Starts a new segment at `base_offset`. Only creating the file holds up appends: the old
+    /// segment's data rides the next sync, the new file's name is synced before anything in it
+    /// counts as synced, and the old segment's final indexes and a producer snapshot are written
+    /// by a background task. Under writeback load those syncs took up to half a second inline.
     async fn roll(&self, base_offset: i64) -> Result<(), LogError> {
         let old_file = Rc::clone(&self.state.borrow().active().file);
         old_file.end_durable_writes();
         if self.sync.synced_seq.get() < self.sync.written_seq.get() {
             self.sync.unsynced_rolled.borrow_mut().push(old_file);
         }
-        let old = self.state.borrow().segments.len() - 1;
-        self.persist_indexes(old).await?;
-        // The snapshot may describe batches not synced yet (the old segment's sync is deferred);
-        // open ignores a snapshot past the recovered log end and rescans, so a power loss that
-        // takes them cannot leave it describing batches that are gone.
-        self.write_producer_snapshot().await?;
+        let old_base = self.state.borrow().active().base_offset;
         let file = Rc::new(SegmentFile::open(&self.segment_log_path(base_offset)).await?);
-        file::sync_dir(&self.dir).await?;
+        self.sync.dir_unsynced.set(true);
         let segment = Segment::new(base_offset, file, now_ms());
-        let mut state = self.state.borrow_mut();
-        assert_eq!(
-            state.high_watermark, base_offset,
-            "rolls happen at the log end"
-        );
-        state.segments.push(segment);
+        {
+            let mut state = self.state.borrow_mut();
+            assert_eq!(
+                state.high_watermark, base_offset,
+                "rolls happen at the log end"
+            );
+            state.segments.push(segment);
+        }
+        if let Some(log) = self.me.upgrade() {
+            file::spawn_detached(async move { log.finish_roll(old_base).await });
+        }
         tracing::debug!(dir = %self.dir.display(), base_offset, "rolled segment");
         Ok(())
+    }
+
+    /// What a restart wants after a roll, off the write path: the rolled segment's final indexes
+    /// (rebuilt by a scan when missing) and a producer snapshot (open ignores one past the
+    /// recovered log end, so one describing batches a power loss took is harmless).
+    async fn finish_roll(&self, base_offset: i64) {
+        let _housekeeping = self.housekeeping.lock().await;
+        if self.state.borrow().closed {
+            return; // close wrote everything.
+        }
+        let mut result = self.persist_indexes(base_offset).await;
+        if result.is_ok() {
+            result = self.write_producer_snapshot().await;
+        }
+        if let Err(e) = result {
+            // Rebuildable files: a restart rescans; close tries the indexes again.
+            tracing::warn!(dir = %self.dir.display(), base_offset, error = %e, "writing indexes after a roll failed");
+        }
     }
 
     /// After a failed fdatasync the kernel may have dropped the dirty pages, and a retried sync
@@ -446,6 +467,14 @@ impl PartitionLog {
             }
             let round = SyncRound::start(self);
             let target = self.sync.written_seq.get();
+            // A segment created by a roll: its name first, or its synced data could vanish.
+            if self.sync.dir_unsynced.replace(false)
+                && let Err(e) = file::sync_dir(&self.dir).await
+            {
+                self.sync.dir_unsynced.set(true);
+                self.fail_on_sync_error(&e);
+                return Err(e.into());
+            }
             // Every write up to `target` is in the active file or in a segment rolled before now.
             let mut files = self.sync.unsynced_rolled.borrow().clone();
             files.push(Rc::clone(&self.state.borrow().active().file));

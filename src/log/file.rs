@@ -333,6 +333,14 @@ pub async fn yield_if_needed() {
     glommio::yield_if_needed().await;
 }
 
+/// Runs `future` as its own task on the current shard, to completion, nobody awaiting it.
+pub(crate) fn spawn_detached<F>(future: F)
+where
+    F: std::future::Future<Output = ()> + 'static,
+{
+    glommio::spawn_local(future).detach();
+}
+
 /// Runs a future on a fresh single-threaded executor: how the log's tests reach glommio
 /// without naming it outside this file.
 #[cfg(test)]

@@ -24,7 +24,7 @@ mod segment;
 
 use std::cell::{Cell, RefCell};
 use std::path::PathBuf;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
 use bytes::Bytes;
 
@@ -185,9 +185,14 @@ struct SyncState {
     /// Rolled segments whose data the next sync must cover before it counts. A roll does not
     /// sync inline: with a whole segment of dirty pages that stalled appends for seconds.
     unsynced_rolled: RefCell<Vec<Rc<SegmentFile>>>,
+    /// A segment was created since the directory was last synced: its name must be made durable
+    /// before anything written to it counts as synced.
+    dir_unsynced: Cell<bool>,
 }
 
 pub struct PartitionLog {
+    /// This log, for the background task a roll starts.
+    me: Weak<PartitionLog>,
     dir: PathBuf,
     /// Replaced whole when the topic's configs change (`set_config`).
     config: RefCell<LogConfig>,
@@ -205,6 +210,10 @@ pub struct PartitionLog {
     progress: Rc<Notify>,
     /// Idempotent producers' epochs and last batches; checked and updated under `write_lock`.
     producers: RefCell<producer::ProducerStateTable>,
+    /// Held while index files and the producer snapshot are written, or segment files deleted,
+    /// outside the write lock (after a roll, by retention), and by `close`: those writes never
+    /// race each other, a deletion or the final flush. Taken after `write_lock` when both are.
+    housekeeping: FifoLock,
 }
 
 fn now_ms() -> i64 {
@@ -255,7 +264,8 @@ impl PartitionLog {
         let producers = recovery::load_producers(&dir, &segments, high_watermark).await?;
         tracing::debug!(dir = %dir.display(), clean, high_watermark, producers = producers.len(), "log opened");
         let progress = Rc::new(Notify::default());
-        Ok(Rc::new(PartitionLog {
+        Ok(Rc::new_cyclic(|me| PartitionLog {
+            me: me.clone(),
             dir,
             config: RefCell::new(config),
             leader_epoch,
@@ -271,6 +281,7 @@ impl PartitionLog {
             sync: SyncState::default(),
             progress,
             producers: RefCell::new(producers),
+            housekeeping: FifoLock::default(),
         }))
     }
 
@@ -378,9 +389,17 @@ impl PartitionLog {
         self.appended.notify_all();
         self.sync_through(self.sync.written_seq.get(), false)
             .await?;
-        let count = self.state.borrow().segments.len();
-        for i in 0..count {
-            self.persist_indexes(i).await?;
+        // After any index and snapshot writes a roll left running.
+        let _housekeeping = self.housekeeping.lock().await;
+        let bases: Vec<i64> = self
+            .state
+            .borrow()
+            .segments
+            .iter()
+            .map(|s| s.base_offset)
+            .collect();
+        for base_offset in bases {
+            self.persist_indexes(base_offset).await?;
         }
         self.write_producer_snapshot().await?;
         let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
@@ -399,12 +418,16 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Writes segment `i`'s indexes if they changed since last persisted. Index files are
-    /// rebuildable, so they are written with a rename but without a directory sync.
-    async fn persist_indexes(&self, i: usize) -> Result<(), LogError> {
+    /// Writes the indexes of the segment starting at `base_offset`, if it still exists and they
+    /// changed since last persisted. Index files are rebuildable, so they are written with a
+    /// rename but without a directory sync. Retention may drop segments meanwhile: the segment
+    /// is found by its base offset, never by a position held across an await.
+    async fn persist_indexes(&self, base_offset: i64) -> Result<(), LogError> {
         let (index_path, index, time_index_path, time_index) = {
             let state = self.state.borrow();
-            let segment = &state.segments[i];
+            let Some(segment) = state.segments.iter().find(|s| s.base_offset == base_offset) else {
+                return Ok(());
+            };
             if !segment.index_dirty {
                 return Ok(());
             }
@@ -417,12 +440,19 @@ impl PartitionLog {
         };
         file::replace_small_file(&index_path, index).await?;
         file::replace_small_file(&time_index_path, time_index).await?;
-        self.state.borrow_mut().segments[i].index_dirty = false;
+        if let Some(segment) = self
+            .state
+            .borrow_mut()
+            .segments
+            .iter_mut()
+            .find(|s| s.base_offset == base_offset)
+        {
+            segment.index_dirty = false;
+        }
         Ok(())
     }
 
-    /// Persists the producer table as of the high watermark, with the write lock held (roll,
-    /// close). At a roll the batches may not be synced yet; open ignores a snapshot that goes past
+    /// Persists the producer table as of the high watermark (after a roll, at close). At a roll the batches may not be synced yet; open ignores a snapshot that goes past
     /// the recovered log end, so a power loss cannot leave it describing batches that are gone.
     async fn write_producer_snapshot(&self) -> Result<(), LogError> {
         let bytes = {

@@ -1,7 +1,8 @@
 //! Opening a segment after a restart: load its indexes if plausible, resume at the last index
 //! entry that still points at its batch, then scan whole batches forward to the end of the file,
 //! rebuilding index entries. The active segment of an unclean shutdown is CRC-checked and its
-//! torn or corrupt tail truncated; other segments were fsynced when they were rolled.
+//! torn or corrupt tail truncated. Indexes are hints: the ones a roll writes in the background
+//! may be missing or stale after a crash, and are then rebuilt by the scan.
 
 use std::io;
 use std::path::Path;

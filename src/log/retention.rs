@@ -85,7 +85,7 @@ impl PartitionLog {
     /// offset, never the active one, and forgets idempotent producers silent for longer than
     /// `PRODUCER_ID_EXPIRATION_MS`. Returns how many segments were deleted.
     pub async fn enforce_retention(&self, now_ms: i64) -> Result<usize, LogError> {
-        let _turn = self.write_lock.lock().await;
+        let turn = self.write_lock.lock().await;
         if self.state.borrow().closed {
             return Ok(0);
         }
@@ -115,6 +115,9 @@ impl PartitionLog {
             return Ok(0);
         }
         // Out of the state first, so no new read plans them; reads holding the files keep them.
+        // Appends need not wait for the deletion and its directory sync.
+        drop(turn);
+        let _housekeeping = self.housekeeping.lock().await;
         for segment in &removed {
             for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
                 file::remove_file(&segment.path(&self.dir, suffix)).await?;

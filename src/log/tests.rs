@@ -245,6 +245,49 @@ fn a_flipped_byte_in_the_last_batch_is_truncated_unless_shutdown_was_clean() {
 }
 
 #[test]
+fn a_roll_leaves_index_writes_and_the_directory_sync_off_the_write_path() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    run_local(async {
+        let log = open(dir.path(), &small_config()).await;
+        for i in 0..4 {
+            log.append(batch(i, 300), Acks::Leader)
+                .await
+                .expect("append");
+        }
+        assert!(log.state.borrow().segment_count() > 1, "rolled");
+        // The acks=1 appends returned without any sync: the new file's name is not durable yet.
+        assert_eq!(log.sync_count(), 0);
+        assert!(log.sync.dir_unsynced.get());
+        // The background task writes the rolled segments' indexes and the producer snapshot.
+        drop(log.housekeeping.lock().await);
+        let bases: Vec<i64> = {
+            let state = log.state.borrow();
+            let segments = &state.segments;
+            segments[..segments.len() - 1]
+                .iter()
+                .map(|s| s.base_offset)
+                .collect()
+        };
+        for base in bases {
+            let state = log.state.borrow();
+            let segment = state
+                .segments
+                .iter()
+                .find(|s| s.base_offset == base)
+                .expect("segment");
+            assert!(!segment.index_dirty, "indexes of segment {base} written");
+            let index = std::fs::read(segment.path(dir.path(), INDEX_SUFFIX)).expect("index");
+            assert_eq!(index, segment.index.encode());
+        }
+        assert!(dir.path().join(super::producer::SNAPSHOT_FILE).exists());
+        // The next acks=all append syncs the directory before its data counts as synced.
+        log.append(batch(9, 10), Acks::All).await.expect("append");
+        assert!(!log.sync.dir_unsynced.get());
+        assert_eq!(log.sync.synced_seq.get(), log.sync.written_seq.get());
+    });
+}
+
+#[test]
 fn missing_short_and_garbage_indexes_are_rebuilt() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = LogConfig {
@@ -540,15 +583,20 @@ fn a_lone_acks_all_append_is_written_through_only_when_the_log_before_it_is_dura
         assert_eq!(log.sync.write_throughs.get(), 1);
         assert_eq!(log.sync_count(), 1);
         // Synced again, the next lone one is written through, also across rolls (the 1000-byte
-        // segments fill up): a segment rolled while durable needs no sync of its own.
+        // segments fill up): a segment rolled while durable needs no sync of its data, but the
+        // new file's name must be synced, so the append that starts a segment is written, then
+        // synced (directory and file).
         log.append(batch(4, 10), Acks::All).await.expect("append");
         assert_eq!(log.sync.write_throughs.get(), 2);
+        let segments_before = log.state.borrow().segment_count();
         for i in 5..12 {
             log.append(batch(i, 200), Acks::All).await.expect("append");
         }
-        assert!(log.state.borrow().segment_count() > 1, "rolled");
-        assert_eq!(log.sync.write_throughs.get(), 9);
-        assert_eq!(log.sync_count(), 1);
+        let rolls = (log.state.borrow().segment_count() - segments_before) as u64;
+        assert!(rolls > 1, "rolled");
+        assert_eq!(log.sync.write_throughs.get(), 2 + 7 - rolls);
+        assert_eq!(log.sync_count(), 1 + rolls);
+        assert!(!log.sync.dir_unsynced.get());
         assert_eq!(log.sync.synced_seq.get(), log.sync.written_seq.get());
         assert_eq!(log.high_watermark(), Offset(11));
     });
