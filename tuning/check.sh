@@ -102,6 +102,37 @@ check_governor() {
     done
 }
 
+# Guests of KVM/Firecracker with the haltpoll cpuidle driver: guest_halt_poll_ns is the longest
+# an idle vCPU polls before halting. With allow_shrink=Y the kernel adapts the window between
+# guest_halt_poll_grow_start and this ceiling; 0 turns polling off.
+check_halt_poll() {
+    local name="guest halt polling" min=200000 driver current
+    local file=/sys/module/haltpoll/parameters/guest_halt_poll_ns
+    local why="without polling an idle vCPU halts at once and each wake-up is a VM exit plus an IPI through the host, tens of microseconds per request; the cost: idle vCPUs spin up to this long, using host CPU a dedicated broker guest can spare"
+    local persist="persist with haltpoll.guest_halt_poll_ns=$min on the kernel command line"
+    driver=$(cat /sys/devices/system/cpu/cpuidle/current_driver 2>/dev/null)
+    if [ "$driver" != haltpoll ]; then
+        report "n/a" "$name" "not available here (cpuidle driver: ${driver:-none}, not haltpoll)" \
+            ">= $min ns" "only guests using the haltpoll cpuidle driver poll before halting"
+        return
+    fi
+    if [ ! -r "$file" ]; then
+        report "n/a" "$name" "not available here (no $file)" ">= $min ns" "$why"
+        return
+    fi
+    current=$(cat "$file")
+    if [ "$current" -ge "$min" ] 2>/dev/null; then
+        report "ok" "$name" "$current ns" ">= $min ns" "$why"
+    elif [ "$APPLY" = 1 ] && echo "$min" > "$file" 2>/dev/null; then
+        report "set" "$name" "$current -> $min ns" ">= $min ns" \
+            "$why (runtime only, a reboot undoes it: $persist)"
+    else
+        report "change" "$name" "$current ns" ">= $min ns" \
+            "$why (echo $min > $file; $persist)"
+        PENDING=$((PENDING + 1))
+    fi
+}
+
 check_irq_affinity() {
     local why="interrupts on a shard's core steal it from requests; Sable pins one shard per core"
     if [ ! -d /proc/irq ]; then
@@ -202,6 +233,7 @@ check_io_scheduler() {
 
 echo "Sable host check ($([ "$APPLY" = 1 ] && echo apply || echo dry run)) on $(uname -n), $(nproc) cpus, kernel $(uname -r)"
 check_governor
+check_halt_poll
 check_irq_affinity
 check_memlock
 check_sysctl_min net.core.somaxconn 1024 \
