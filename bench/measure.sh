@@ -47,6 +47,9 @@ done
 # bench NAME ARGS...: one run, JSON kept as $WORK/NAME.json; the exit status is reported.
 bench() {
     local name=$1; shift
+    # Earlier workloads leave gigabytes of dirty pages; their writeback would compete with this
+    # one's writes and fdatasyncs. Start each as the limits probes started: with none under way.
+    sync
     echo "running $name: sable-bench $*" >&2
     "$BENCH_BIN" --bootstrap "$BOOT" --json --broker-pid "$SABLE_PID" "$@" \
         > "$WORK/$name.json" 2> "$WORK/$name.err" || echo "  $name exited $?" >&2

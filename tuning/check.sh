@@ -66,25 +66,31 @@ check_file() {
     fi
 }
 
-# check_sysctl_min KEY MINIMUM WHY: the value should be at least MINIMUM.
-check_sysctl_min() {
-    local key=$1 min=$2 why=$3 file current
-    file=/proc/sys/${key//.//}
+# check_min NAME FILE MINIMUM UNIT WHY HOW PERSIST: FILE should hold at least MINIMUM. HOW sets
+# it by hand, PERSIST says how to keep it across reboots (--apply changes only runtime state).
+check_min() {
+    local name=$1 file=$2 min=$3 unit=$4 why=$5 how=$6 persist=$7 current
     if [ ! -r "$file" ]; then
-        report "n/a" "$key" "not available here" ">= $min" "$why"
+        report "n/a" "$name" "not available here" ">= $min$unit" "$why"
         return
     fi
     current=$(cat "$file")
     if [ "$current" -ge "$min" ] 2>/dev/null; then
-        report "ok" "$key" "$current" ">= $min" "$why"
+        report "ok" "$name" "$current$unit" ">= $min$unit" "$why"
     elif [ "$APPLY" = 1 ] && echo "$min" > "$file" 2>/dev/null; then
-        report "set" "$key" "$current -> $min" ">= $min" \
-            "$why (runtime only: persist in /etc/sysctl.d/90-sable.conf)"
+        report "set" "$name" "$current -> $min$unit" ">= $min$unit" \
+            "$why (runtime only: $persist)"
     else
-        report "change" "$key" "$current" ">= $min" \
-            "$why (sysctl -w $key=$min; persist in /etc/sysctl.d/90-sable.conf)"
+        report "change" "$name" "$current$unit" ">= $min$unit" "$why ($how; $persist)"
         PENDING=$((PENDING + 1))
     fi
+}
+
+# check_sysctl_min KEY MINIMUM WHY: the value should be at least MINIMUM.
+check_sysctl_min() {
+    local key=$1 min=$2 why=$3
+    check_min "$key" "/proc/sys/${key//.//}" "$min" "" "$why" "sysctl -w $key=$min" \
+        "persist in /etc/sysctl.d/90-sable.conf"
 }
 
 check_governor() {
@@ -106,7 +112,7 @@ check_governor() {
 # an idle vCPU polls before halting. With allow_shrink=Y the kernel adapts the window between
 # guest_halt_poll_grow_start and this ceiling; 0 turns polling off.
 check_halt_poll() {
-    local name="guest halt polling" min=200000 driver current
+    local name="guest halt polling" min=200000 driver
     local file=/sys/module/haltpoll/parameters/guest_halt_poll_ns
     local why="without polling an idle vCPU halts at once and each wake-up is a VM exit plus an IPI through the host, tens of microseconds per request; the cost: idle vCPUs spin up to this long, using host CPU a dedicated broker guest can spare"
     local persist="persist with haltpoll.guest_halt_poll_ns=$min on the kernel command line"
@@ -116,21 +122,7 @@ check_halt_poll() {
             ">= $min ns" "only guests using the haltpoll cpuidle driver poll before halting"
         return
     fi
-    if [ ! -r "$file" ]; then
-        report "n/a" "$name" "not available here (no $file)" ">= $min ns" "$why"
-        return
-    fi
-    current=$(cat "$file")
-    if [ "$current" -ge "$min" ] 2>/dev/null; then
-        report "ok" "$name" "$current ns" ">= $min ns" "$why"
-    elif [ "$APPLY" = 1 ] && echo "$min" > "$file" 2>/dev/null; then
-        report "set" "$name" "$current -> $min ns" ">= $min ns" \
-            "$why (runtime only, a reboot undoes it: $persist)"
-    else
-        report "change" "$name" "$current ns" ">= $min ns" \
-            "$why (echo $min > $file; $persist)"
-        PENDING=$((PENDING + 1))
-    fi
+    check_min "$name" "$file" "$min" " ns" "$why" "echo $min > $file" "$persist"
 }
 
 check_irq_affinity() {
