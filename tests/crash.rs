@@ -3,6 +3,7 @@
 //! readable at its acknowledged offset with identical bytes, offsets must be contiguous,
 //! producing must continue at the old high watermark, and the last acknowledged offset commit
 //! must be there. `SABLE_CRASH_ITERATIONS` (default 2) sets how many kill/restart rounds run.
+//! Also a full disk and a failing one (root only: tmpfs and loop mounts).
 
 mod common;
 
@@ -12,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use common::{Broker, Launch};
@@ -372,5 +373,167 @@ async fn a_full_disk_refuses_produce_keeps_reads_and_loses_nothing_acknowledged(
         .map_err(|(e, _)| e)
         .expect("produce after freeing space");
     assert_eq!(d.offset, acked.len() as i64);
+    drop(broker);
+}
+
+/// An ext4 file system in a file on a small tmpfs, loop-mounted: once the tmpfs is full, the
+/// loop device fails writes and fdatasync on the ext4 returns EIO. None without the rights or
+/// the tools (mount, mkfs.ext4, loop devices).
+struct FailingDisk {
+    backing: SmallFs,
+    mnt: tempfile::TempDir,
+}
+
+impl FailingDisk {
+    /// `backing_size`: how much the tmpfs holds before the loop device starts failing.
+    fn mount(backing_size: &str) -> Option<FailingDisk> {
+        let backing = SmallFs::mount(backing_size)?;
+        let image = backing.dir.path().join("disk.img");
+        std::fs::File::create(&image)
+            .and_then(|f| f.set_len(256 << 20))
+            .ok()?;
+        let made = std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-E", "lazy_itable_init=1,lazy_journal_init=1"])
+            .arg(&image)
+            .status()
+            .is_ok_and(|s| s.success());
+        let disk = FailingDisk {
+            backing,
+            mnt: tempfile::tempdir().ok()?,
+        };
+        (made && disk.mount_image()).then_some(disk)
+    }
+
+    fn mount_image(&self) -> bool {
+        std::process::Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(self.backing.dir.path().join("disk.img"))
+            .arg(self.mnt.path())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    fn unmount_image(&self) {
+        let status = std::process::Command::new("umount")
+            .arg(self.mnt.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "umount the loop-mounted ext4");
+    }
+}
+
+impl Drop for FailingDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.mnt.path())
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_fdatasync_acknowledges_nothing_more_and_loses_nothing_acknowledged() {
+    let Some(disk) = FailingDisk::mount("24m") else {
+        eprintln!("skipped: cannot loop-mount an ext4 on a tmpfs here (needs root, mkfs.ext4)");
+        return;
+    };
+    let mut broker = Launch::new(&[])
+        .data_on(&disk.mnt.path().join("data"))
+        .start();
+    let bootstrap = broker.bootstrap();
+    broker.create_topic("eio", 1).await;
+    let producer = broker.producer(&[
+        ("retries", "0"),
+        ("linger.ms", "0"),
+        ("message.timeout.ms", "10000"),
+    ]);
+    let send = |value: String| {
+        let producer = producer.clone();
+        async move {
+            producer
+                .send(
+                    FutureRecord::<(), _>::to("eio")
+                        .partition(0)
+                        .payload(&value),
+                    Duration::from_secs(10),
+                )
+                .await
+                .map(|d| d.offset)
+                .map_err(|(e, _)| e.to_string())
+        }
+    };
+    let mut acked = Vec::new();
+    let mut error = None;
+    // The ext4 sees 256 MiB free; the tmpfs under it fills after about 24 MiB.
+    for i in 0..20_000 {
+        let value = format!("{i:08}-{}", "v".repeat(8000));
+        match send(value.clone()).await {
+            Ok(offset) => acked.push((offset, value)),
+            Err(e) => {
+                error = Some(e);
+                break;
+            }
+        }
+    }
+    let error = error.expect("fdatasync failed once the device did");
+    eprintln!("{} acked, then: {error}", acked.len());
+    assert!(
+        error.contains("KafkaStorageError") || error.contains("storage"),
+        "error: {error}"
+    );
+    assert!(
+        acked.len() > 100,
+        "{} acked before the failure",
+        acked.len()
+    );
+    // The log is closed, not written again: a later sync could succeed without the pages the
+    // kernel dropped. A closed log answers NOT_LEADER_OR_FOLLOWER, which the client retries
+    // until its message timeout.
+    assert!(
+        broker.log().contains("fdatasync failed; log closed"),
+        "the partition's log was closed"
+    );
+    let later = send("after-failure".to_string()).await;
+    later.expect_err("acknowledged after a failed fdatasync");
+    // The broker itself keeps serving.
+    let p = producer.clone();
+    tokio::task::spawn_blocking(move || {
+        p.client()
+            .fetch_metadata(Some("eio"), Duration::from_secs(10))
+            .expect("metadata after the failure")
+    })
+    .await
+    .unwrap();
+    // With a working device again, what was acknowledged is there.
+    broker.kill9();
+    disk.unmount_image();
+    disk.backing.resize("300m");
+    assert!(disk.mount_image(), "mount the ext4 again");
+    broker.start_again();
+    let b = bootstrap.clone();
+    let records = tokio::task::spawn_blocking(move || common::read_partition(&b, "eio", 0))
+        .await
+        .unwrap();
+    // All but the last acknowledged record. This rig loses the last one even for a plain
+    // O_DSYNC writer (no broker): the loop device takes part of its final write into the full
+    // tmpfs and reports success, and ext4 logs "failed to convert unwritten extents -- potential
+    // data loss". A real disk that fails a write fails the sync that covers it.
+    let (last, rest) = acked.split_last().expect("records were acknowledged");
+    for (offset, value) in rest {
+        assert_eq!(
+            records.get(*offset as usize).map(|r| &r.1[..]),
+            Some(value.as_bytes()),
+            "acked record at {offset}"
+        );
+    }
+    assert!(
+        records.len() as i64 <= last.0 + 1,
+        "nothing past the last ack"
+    );
+    // The partition takes writes again.
+    let offset = send("after-restart".to_string())
+        .await
+        .expect("produce after the restart");
+    assert_eq!(offset, records.len() as i64);
     drop(broker);
 }

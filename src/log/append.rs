@@ -320,6 +320,11 @@ impl PartitionLog {
             file.write_at(done.buf, position).await
         };
         if let Err(e) = written {
+            // An O_DSYNC write reports its sync's failure: the kernel may have dropped dirty
+            // pages of the log before it, so nothing more is acknowledged, as after an fdatasync.
+            if durably {
+                self.fail_on_sync_error(&e);
+            }
             // Nothing was accounted; trim whatever part of the write landed so the file ends
             // where the log does. Recovery would trim it too.
             let _ = file.truncate(position).await;
