@@ -15,7 +15,7 @@ use serde_json::json;
 
 use crate::batch::{self, BatchInfo};
 use crate::cluster::{self, LATEST_TIMESTAMP};
-use crate::consume::{FetchPlan, PartitionCursor, fetch_loop};
+use crate::consume::{FetchPlan, PartitionCursor, spawn_fetchers};
 use crate::produce::{
     ProducerPlan, check_batch_shape, connection_plan, parse_acks, spawn_producers,
 };
@@ -59,7 +59,7 @@ pub fn run(common: &Common, args: &E2eArgs) -> wire::Result<Report> {
     let consumed = Stats::new(consumers.len(), Arc::new(AtomicBool::new(false)));
     let cpu = CpuProbe::start(common.broker_pid);
     let progress = stats::spawn_progress(consumed.clone(), "e2e");
-    let consumer_handles = spawn_consumers(args, consumers, &starts, &consumed);
+    let consumer_handles = spawn_consumers(common, args, consumers, &starts, &consumed)?;
     let started = Instant::now();
     let plans = producers
         .iter()
@@ -119,20 +119,22 @@ fn drain(produced: &Stats, consumed: &Stats) -> bool {
     }
 }
 
-/// One long-polling consumer per leader, from the offsets the partitions had at the start.
+/// One long-polling consumer per leader, from the offsets the partitions had at the start,
+/// on the client's worker threads.
 fn spawn_consumers(
+    common: &Common,
     args: &E2eArgs,
     consumers: Vec<(String, Vec<i32>)>,
     starts: &BTreeMap<i32, i64>,
     consumed: &Arc<Stats>,
-) -> Vec<thread::JoinHandle<()>> {
-    let mut handles = Vec::new();
+) -> wire::Result<Vec<thread::JoinHandle<()>>> {
+    let mut plans = Vec::new();
     for (worker, (addr, partitions)) in consumers.into_iter().enumerate() {
         let cursors = partitions
             .iter()
             .map(|p| PartitionCursor::new(*p, starts[p], None))
             .collect();
-        let plan = FetchPlan {
+        plans.push(FetchPlan {
             addr,
             topic: args.topic.clone(),
             cursors,
@@ -142,41 +144,38 @@ fn spawn_consumers(
             max_wait_ms: args.max_wait_ms,
             worker,
             record_fetch_latency: false,
-        };
-        handles.push(spawn_consumer(plan, consumed.clone()));
+        });
     }
-    handles
+    let on_batch = |worker| {
+        let stats = consumed.clone();
+        move |info: &BatchInfo, bytes: &[u8]| record_latencies(&stats, worker, info, bytes)
+    };
+    let cpus = common.cpus.as_deref();
+    spawn_fetchers(plans, cpus, consumed, "e2e consumer", on_batch)
 }
 
-fn spawn_consumer(plan: FetchPlan, stats: Arc<Stats>) -> thread::JoinHandle<()> {
-    thread::spawn(move || {
-        let worker = plan.worker;
-        let keep_going = || !stats.stopped();
-        let on_batch = |info: &BatchInfo, bytes: &[u8]| {
-            let held_ns = now_ns();
-            if info.is_compressed {
-                stats.error("e2e: compressed batch; cannot read the embedded send times");
-                return;
-            }
-            let mut latencies = Vec::with_capacity(info.records as usize);
-            let walked = batch::for_each_value_u64(bytes, |due_ns| {
-                latencies.push(held_ns.saturating_sub(due_ns));
-            });
-            if let Err(e) = walked {
-                stats.error(format!("e2e record at offset {}: {e}", info.base_offset));
-                return;
-            }
-            stats.with_histogram(worker, |h| {
-                for ns in &latencies {
-                    h.saturating_record((ns / 1000).max(1));
-                }
-            });
-            stats.add(info.records, bytes.len() as u64);
-        };
-        if let Err(e) = fetch_loop(plan, &stats, keep_going, on_batch) {
-            stats.error(format!("e2e consumer: {e}"));
+/// Records each record's latency from the send time stamped in its value to now, when the
+/// consumer holds it.
+fn record_latencies(stats: &Stats, worker: usize, info: &BatchInfo, bytes: &[u8]) {
+    let held_ns = now_ns();
+    if info.is_compressed {
+        stats.error("e2e: compressed batch; cannot read the embedded send times");
+        return;
+    }
+    let mut latencies = Vec::with_capacity(info.records as usize);
+    let walked = batch::for_each_value_u64(bytes, |due_ns| {
+        latencies.push(held_ns.saturating_sub(due_ns));
+    });
+    if let Err(e) = walked {
+        stats.error(format!("e2e record at offset {}: {e}", info.base_offset));
+        return;
+    }
+    stats.with_histogram(worker, |h| {
+        for ns in &latencies {
+            h.saturating_record((ns / 1000).max(1));
         }
-    })
+    });
+    stats.add(info.records, bytes.len() as u64);
 }
 
 fn add_producer_side(report: &mut Report, produced: &Stats, produce_elapsed: f64, drained: bool) {

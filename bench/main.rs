@@ -9,6 +9,7 @@ mod cluster;
 mod consume;
 mod cores;
 mod e2e;
+mod framed;
 mod limits;
 mod produce;
 mod report;
@@ -47,8 +48,8 @@ struct CommonArgs {
     /// Broker process id: its CPU time (/proc/PID/stat) is reported as CPU-seconds per GB.
     #[arg(long, global = true)]
     broker_pid: Option<u32>,
-    /// Run sable-bench on these CPUs only (e.g. "1" or "0,2-3"), one producer worker thread
-    /// pinned to each; default: unpinned, one producer worker per available CPU.
+    /// Run sable-bench on these CPUs only (e.g. "1" or "0,2-3"), one connection worker thread
+    /// pinned to each; default: unpinned, one connection worker per available CPU.
     #[arg(long, global = true)]
     cpus: Option<String>,
 }
@@ -57,7 +58,7 @@ struct CommonArgs {
 pub struct Common {
     pub bootstrap: String,
     pub broker_pid: Option<u32>,
-    /// --cpus: the producer connections' worker threads are pinned one to each of these.
+    /// --cpus: the connections' worker threads are pinned one to each of these.
     pub cpus: Option<Vec<usize>>,
     /// Set on SIGINT or at the deadline: stop sending, drain, report.
     pub stop: Arc<AtomicBool>,

@@ -8,13 +8,13 @@
 //! connection, so responses are matched by position and the correlation id is checked.
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::TcpStream;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
@@ -23,6 +23,7 @@ use serde_json::json;
 use crate::batch::{self, BatchTemplate};
 use crate::cluster::{self, TopicLayout};
 use crate::cores;
+use crate::framed::FramedConn;
 use crate::report::{CpuProbe, Report};
 use crate::stats::{self, Stats, now_ns};
 use crate::wire::{self, Conn, WireError, error_name};
@@ -33,8 +34,6 @@ const PRODUCE_RESPONSE_SIZE_MAX_BYTES: usize = 16 * 1024 * 1024;
 /// Read buffer of each producer connection, enough for a window of responses in one
 /// receive (a response to a one-partition Produce is ~100 bytes); grown for a bigger frame.
 const RESPONSE_READ_BUFFER_BYTES: usize = 16 * 1024;
-/// A socket that accepts or answers nothing for this long is reported as an error.
-pub const SOCKET_TIMEOUT: Duration = Duration::from_secs(60);
 const PRODUCE_TIMEOUT_MS: i32 = 30_000;
 /// Largest batch we build (record values alone); brokers reject far less (Kafka's
 /// message.max.bytes defaults to 1 MiB), this only keeps a typo from allocating gigabytes.
@@ -153,7 +152,7 @@ pub fn spawn_producers(
 /// it sent in `inflight` until the response arrives, and is done once it stopped sending and
 /// every response is in.
 pub struct Producer {
-    stream: TcpStream,
+    conn: FramedConn,
     frames: Vec<FrameTemplate>,
     plan: ProducerPlan,
     reader: ReaderPlan,
@@ -168,23 +167,15 @@ pub struct Producer {
     next_due_ns: Option<u64>,
     /// Set while the next batch waits for its scheduled time: the loop calls back then.
     wake_at_ns: Option<u64>,
-    /// The frame being written (index into `frames`) and how many of its bytes went out.
-    writing: Option<(usize, usize)>,
+    /// The frame being written (index into `frames`); `conn` knows how much went out.
+    writing: Option<usize>,
     sending_done: bool,
     inflight: VecDeque<InFlight>,
-    /// Response bytes read but not yet handled: `responses[..responses_len]`.
-    responses: Vec<u8>,
-    responses_len: usize,
-    /// Since when the socket has refused our bytes, if it does.
-    write_blocked_since_ns: Option<u64>,
-    /// Since when we wait for response bytes: the last read, or the request that filled an
-    /// empty window.
-    response_wait_since_ns: u64,
 }
 
 impl cores::Session for Producer {
     fn fd(&self) -> RawFd {
-        self.stream.as_raw_fd()
+        self.conn.fd()
     }
 
     fn advance(&mut self, now_ns: u64, readable: bool) -> cores::Step {
@@ -226,11 +217,15 @@ impl Producer {
             .iter()
             .map(|p| FrameTemplate::new(&plan.topic, *p, plan.acks, version, &template))
             .collect();
-        stream
-            .set_nonblocking(true)
-            .map_err(wire::io_err("non-blocking socket"))?;
-        Ok(Producer {
+        let conn = FramedConn::new(
             stream,
+            "produce",
+            &plan.addr,
+            RESPONSE_READ_BUFFER_BYTES,
+            PRODUCE_RESPONSE_SIZE_MAX_BYTES,
+        )?;
+        Ok(Producer {
+            conn,
             frames,
             reader: ReaderPlan::from(&plan, version, template.bytes.len()),
             plan,
@@ -242,10 +237,6 @@ impl Producer {
             writing: None,
             sending_done: false,
             inflight: VecDeque::new(),
-            responses: vec![0; RESPONSE_READ_BUFFER_BYTES],
-            responses_len: 0,
-            write_blocked_since_ns: None,
-            response_wait_since_ns: 0,
         })
     }
 
@@ -255,7 +246,8 @@ impl Producer {
             self.read_responses()?;
         }
         self.send_due();
-        self.check_timeouts(now_ns)
+        let awaiting = !self.inflight.is_empty();
+        self.conn.check_timeouts(now_ns, awaiting)
     }
 
     /// Sends batches while one is due and the window has room, finishing the frame in progress
@@ -313,39 +305,25 @@ impl Producer {
         }
         if self.plan.acks != 0 {
             if self.inflight.is_empty() {
-                self.response_wait_since_ns = now_ns();
+                self.conn.awaiting_from(now_ns());
             }
             self.inflight.push_back(InFlight {
                 correlation_id,
                 due_ns,
             });
         }
-        self.writing = Some((index, 0));
+        self.writing = Some(index);
         self.sent += 1;
     }
 
     /// Writes what is left of the frame in progress, if any; true once it is all out, false
     /// if the socket is full.
     fn write_pending(&mut self) -> io::Result<bool> {
-        let Some((index, mut written)) = self.writing else {
+        let Some(index) = self.writing else {
             return Ok(true);
         };
-        let bytes = &self.frames[index].bytes;
-        while written < bytes.len() {
-            match (&self.stream).write(&bytes[written..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    written += n;
-                    self.write_blocked_since_ns = None;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.writing = Some((index, written));
-                    self.write_blocked_since_ns.get_or_insert_with(now_ns);
-                    return Ok(false);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+        if !self.conn.write_pending(&self.frames[index].bytes)? {
+            return Ok(false);
         }
         self.writing = None;
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
@@ -363,7 +341,7 @@ impl Producer {
         self.stats
             .error(format!("produce write to {}: {e}", self.plan.addr));
         self.writing = None;
-        self.write_blocked_since_ns = None;
+        self.conn.abandon_write();
         self.sending_done = true;
         if self.plan.acks != 0 {
             self.inflight.pop_back();
@@ -372,105 +350,29 @@ impl Producer {
 
     /// Reads until the socket is empty, handling every complete response as it comes.
     fn read_responses(&mut self) -> Result<(), String> {
-        loop {
-            let room = self.make_room().map_err(|e| self.response_error(e))?;
-            match (&self.stream).read(&mut self.responses[self.responses_len..]) {
-                Ok(0) => return Err(self.response_error("connection closed by the broker")),
-                Ok(n) => {
-                    let acked_ns = now_ns();
-                    self.response_wait_since_ns = acked_ns;
-                    self.responses_len += n;
-                    self.take_responses(acked_ns)?;
-                    if n < room {
-                        return Ok(()); // a short read emptied the socket
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(self.response_error(e)),
-            }
-        }
+        let (inflight, reader, stats) = (&mut self.inflight, &self.reader, &*self.stats);
+        self.conn
+            .read_frames(|body, acked_ns| handle_response(inflight, reader, stats, body, acked_ns))
     }
+}
 
-    fn response_error(&self, e: impl std::fmt::Display) -> String {
-        format!("produce response from {}: {e}", self.plan.addr)
+/// Matches one response to the oldest request in flight and counts it.
+fn handle_response(
+    inflight: &mut VecDeque<InFlight>,
+    reader: &ReaderPlan,
+    stats: &Stats,
+    body: bytes::Bytes,
+    acked_ns: u64,
+) -> wire::Result<()> {
+    let Some(sent) = inflight.pop_front() else {
+        return Err(WireError::Broker("no request is waiting for it".into()));
+    };
+    let resp = wire::decode_reply::<ProduceRequest>(body, reader.version, sent.correlation_id)?;
+    if check_response(&resp, stats) {
+        stats.add(reader.records, reader.batch_bytes);
+        record_batch_latency(stats, reader, sent.due_ns, acked_ns);
     }
-
-    /// Grows the read buffer if the frame at its start does not fit (its length was bounded by
-    /// PRODUCE_RESPONSE_SIZE_MAX_BYTES before). Returns the free room.
-    fn make_room(&mut self) -> wire::Result<usize> {
-        let pending = &self.responses[..self.responses_len];
-        if let Some(len) = wire::frame_len(pending, PRODUCE_RESPONSE_SIZE_MAX_BYTES)?
-            && len > self.responses.len()
-        {
-            self.responses.resize(len, 0);
-        }
-        Ok(self.responses.len() - self.responses_len)
-    }
-
-    /// Handles every complete response in the buffer, in order, and keeps the partial rest.
-    fn take_responses(&mut self, acked_ns: u64) -> Result<(), String> {
-        let mut at = 0;
-        while let Some(len) = self
-            .complete_frame_at(at)
-            .map_err(|e| self.response_error(e))?
-        {
-            let body = &self.responses[at + wire::FRAME_LENGTH_BYTES..at + len];
-            self.handle_response(bytes::Bytes::copy_from_slice(body), acked_ns)?;
-            at += len;
-        }
-        self.responses.copy_within(at..self.responses_len, 0);
-        self.responses_len -= at;
-        Ok(())
-    }
-
-    /// The length of the frame starting at `at` in the read buffer, if all of it is there.
-    fn complete_frame_at(&self, at: usize) -> wire::Result<Option<usize>> {
-        let pending = &self.responses[at..self.responses_len];
-        let len = wire::frame_len(pending, PRODUCE_RESPONSE_SIZE_MAX_BYTES)?;
-        Ok(len.filter(|len| *len <= pending.len()))
-    }
-
-    /// Matches one response to the oldest request in flight and counts it.
-    fn handle_response(&mut self, body: bytes::Bytes, acked_ns: u64) -> Result<(), String> {
-        let Some(sent) = self.inflight.pop_front() else {
-            return Err(self.response_error("no request is waiting for it"));
-        };
-        let (got, resp) = wire::decode_response::<ProduceRequest>(body, self.reader.version)
-            .map_err(|e| self.response_error(e))?;
-        if got != sent.correlation_id {
-            let want = sent.correlation_id;
-            let e = WireError::Correlation { got, want };
-            return Err(format!("{}: {e}", self.plan.addr));
-        }
-        if check_response(&resp, &self.stats) {
-            self.stats.add(self.reader.records, self.reader.batch_bytes);
-            record_batch_latency(&self.stats, &self.reader, sent.due_ns, acked_ns);
-        }
-        Ok(())
-    }
-
-    /// A peer that takes none of our bytes, or sends none of the responses we wait for, for
-    /// SOCKET_TIMEOUT is an error rather than a hang.
-    fn check_timeouts(&self, now_ns: u64) -> Result<(), String> {
-        let timeout_ns = SOCKET_TIMEOUT.as_nanos() as u64;
-        let addr = &self.plan.addr;
-        if let Some(since) = self.write_blocked_since_ns
-            && now_ns.saturating_sub(since) > timeout_ns
-        {
-            return Err(format!(
-                "produce write to {addr}: no progress for {SOCKET_TIMEOUT:?}"
-            ));
-        }
-        if !self.inflight.is_empty()
-            && now_ns.saturating_sub(self.response_wait_since_ns) > timeout_ns
-        {
-            return Err(format!(
-                "produce response from {addr}: none for {SOCKET_TIMEOUT:?}"
-            ));
-        }
-        Ok(())
-    }
+    Ok(())
 }
 
 /// What handling a response needs to know about its connection.
@@ -692,53 +594,19 @@ pub fn split_share(total: u64, n: usize, i: usize) -> u64 {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
-    use std::net::TcpListener;
     use std::sync::atomic::AtomicBool;
 
-    use bytes::BytesMut;
-    use kafka_protocol::messages::ResponseHeader;
-    use kafka_protocol::protocol::Encodable;
+    use crate::framed::stand_in;
 
     /// Produce version the tests speak (flexible, so the header has tagged fields).
     const TEST_PRODUCE_VERSION: i16 = 9;
-    /// Requests the stand-in broker accepts; ours are far smaller.
-    const TEST_REQUEST_MAX_BYTES: usize = 1024 * 1024;
 
-    /// A stand-in broker on loopback: answers each Produce request with an empty response
-    /// whose correlation id is off by `skew` (0: correct). Returns how many it answered once
-    /// the client closed the connection.
+    /// A stand-in broker answering each Produce request with an empty response whose
+    /// correlation id is off by `skew` (0: correct).
     fn stand_in_broker(skew: i32) -> (String, thread::JoinHandle<u64>) {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-        let addr = listener.local_addr().expect("local address").to_string();
-        let serve = move || {
-            let (mut socket, _) = listener.accept().expect("accept");
-            let mut requests = socket.try_clone().expect("clone socket");
-            let mut answered = 0;
-            while let Ok(frame) = wire::read_frame(&mut requests, TEST_REQUEST_MAX_BYTES) {
-                // Request header: api key, api version, correlation id.
-                let version = i16::from_be_bytes([frame[2], frame[3]]);
-                let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
-                let mut body = BytesMut::new();
-                ResponseHeader::default()
-                    .with_correlation_id(correlation_id + skew)
-                    .encode(&mut body, ApiKey::Produce.response_header_version(version))
-                    .expect("header encodes");
-                ProduceResponse::default()
-                    .encode(&mut body, version)
-                    .expect("response encodes");
-                let len = (body.len() as i32).to_be_bytes();
-                if socket
-                    .write_all(&len)
-                    .and_then(|()| socket.write_all(&body))
-                    .is_err()
-                {
-                    break;
-                }
-                answered += 1;
-            }
-            answered
-        };
-        (addr, thread::spawn(serve))
+        stand_in::broker(TEST_PRODUCE_VERSION, skew, |_: ProduceRequest| {
+            ProduceResponse::default()
+        })
     }
 
     fn test_plan(addr: &str, batches: u64, inflight_max: usize) -> ProducerPlan {
@@ -763,11 +631,7 @@ mod tests {
         let stream = TcpStream::connect(&plan.addr).expect("connect");
         let producer =
             Producer::new(stream, plan, TEST_PRODUCE_VERSION, stats.clone()).expect("producer");
-        let mut workers = cores::Workers::start(None, 1, &stats).expect("worker");
-        workers.add(producer);
-        for worker in workers.finish() {
-            worker.join().expect("worker thread");
-        }
+        stand_in::run_session(producer, &stats);
         stats
     }
 

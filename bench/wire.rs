@@ -2,8 +2,8 @@
 //!
 //! Control-plane requests (ApiVersions, Metadata, CreateTopics, ListOffsets) go through
 //! `Conn::call`, blocking, one at a time. The hot paths (Produce, Fetch) pre-encode their frames
-//! with `encode_frame` and drive the socket themselves, so nothing here sits on the data path
-//! except `read_frame` (blocking, Fetch) and `frame_len` (the producers' event loop).
+//! with `encode_frame` and drive their non-blocking sockets through bench/framed.rs, so nothing
+//! here sits on the data path except `frame_len` and `decode_reply`.
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -119,6 +119,16 @@ fn frame_size(len: [u8; FRAME_LENGTH_BYTES], size_max_bytes: usize) -> Result<us
     }
 }
 
+/// Decodes the response to the request sent with correlation id `want`; another id is an
+/// error (Kafka answers in order on a connection, so it means we lost track).
+pub fn decode_reply<R: Request>(frame: Bytes, version: i16, want: i32) -> Result<R::Response> {
+    let (got, body) = decode_response::<R>(frame, version)?;
+    if got != want {
+        return Err(WireError::Correlation { got, want });
+    }
+    Ok(body)
+}
+
 /// Splits a response frame into its correlation id and body, for API `key` at `version`.
 pub fn decode_response<R: Request>(frame: Bytes, version: i16) -> Result<(i32, R::Response)> {
     let mut buf = frame;
@@ -202,11 +212,7 @@ impl Conn {
             .write_all(&frame)
             .map_err(io_err(format!("write to {}", self.addr)))?;
         let reply = read_frame(&mut self.stream, CONTROL_RESPONSE_SIZE_MAX_BYTES)?;
-        let (got, body) = decode_response::<R>(reply, version)?;
-        if got != want {
-            return Err(WireError::Correlation { got, want });
-        }
-        Ok(body)
+        decode_reply::<R>(reply, version, want)
     }
 
     /// ApiVersions v3, then v0 if the broker does not know v3. KIP-511 says the refusal comes in
