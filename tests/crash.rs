@@ -283,11 +283,29 @@ impl SmallFs {
 
 impl Drop for SmallFs {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
+        unmount_lazily(self.dir.path());
     }
+}
+
+/// Detaches a mount now and frees it once nothing uses it; errors are ignored (cleanup).
+fn unmount_lazily(path: &std::path::Path) {
+    let _ = std::process::Command::new("umount")
+        .arg("-l")
+        .arg(path)
+        .status();
+}
+
+/// A broker whose data dir is `data`, a one-partition `topic`, and an acks=all producer that
+/// neither retries nor waits: each send is answered or fails on its own.
+async fn broker_on(data: &std::path::Path, topic: &str) -> (Broker, FutureProducer) {
+    let broker = Launch::new(&[]).data_on(data).start();
+    broker.create_topic(topic, 1).await;
+    let producer = broker.producer(&[
+        ("retries", "0"),
+        ("linger.ms", "0"),
+        ("message.timeout.ms", "10000"),
+    ]);
+    (broker, producer)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -296,16 +314,8 @@ async fn a_full_disk_refuses_produce_keeps_reads_and_loses_nothing_acknowledged(
         eprintln!("skipped: cannot mount a tmpfs here (needs root)");
         return;
     };
-    let mut broker = Launch::new(&[])
-        .data_on(&fs.dir.path().join("data"))
-        .start();
+    let (mut broker, producer) = broker_on(&fs.dir.path().join("data"), "full").await;
     let bootstrap = broker.bootstrap();
-    broker.create_topic("full", 1).await;
-    let producer = broker.producer(&[
-        ("retries", "0"),
-        ("linger.ms", "0"),
-        ("message.timeout.ms", "10000"),
-    ]);
     let mut acked = Vec::new();
     let mut error = None;
     for i in 0..10_000 {
@@ -424,10 +434,7 @@ impl FailingDisk {
 
 impl Drop for FailingDisk {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(self.mnt.path())
-            .status();
+        unmount_lazily(self.mnt.path());
     }
 }
 
@@ -437,16 +444,8 @@ async fn a_failed_fdatasync_acknowledges_nothing_more_and_loses_nothing_acknowle
         eprintln!("skipped: cannot loop-mount an ext4 on a tmpfs here (needs root, mkfs.ext4)");
         return;
     };
-    let mut broker = Launch::new(&[])
-        .data_on(&disk.mnt.path().join("data"))
-        .start();
+    let (mut broker, producer) = broker_on(&disk.mnt.path().join("data"), "eio").await;
     let bootstrap = broker.bootstrap();
-    broker.create_topic("eio", 1).await;
-    let producer = broker.producer(&[
-        ("retries", "0"),
-        ("linger.ms", "0"),
-        ("message.timeout.ms", "10000"),
-    ]);
     let send = |value: String| {
         let producer = producer.clone();
         async move {
