@@ -308,6 +308,37 @@ async fn broker_on(data: &std::path::Path, topic: &str) -> (Broker, FutureProduc
     (broker, producer)
 }
 
+/// Sends one record to partition 0 of `topic`: its offset, or the client's error.
+async fn send_one(producer: &FutureProducer, topic: &str, value: &str) -> Result<i64, String> {
+    producer
+        .send(
+            FutureRecord::<(), _>::to(topic).partition(0).payload(value),
+            Duration::from_secs(10),
+        )
+        .await
+        .map(|d| d.offset)
+        .map_err(|(e, _)| e.to_string())
+}
+
+/// Sends up to `count` records of about `value_bytes` to partition 0 of `topic`, one at a time,
+/// until one is refused: the acknowledged (offset, value) pairs, and the refusal.
+async fn produce_until_refused(
+    producer: &FutureProducer,
+    topic: &str,
+    value_bytes: usize,
+    count: usize,
+) -> (Vec<(i64, String)>, Option<String>) {
+    let mut acked = Vec::new();
+    for i in 0..count {
+        let value = format!("{i:08}-{}", "v".repeat(value_bytes));
+        match send_one(producer, topic, &value).await {
+            Ok(offset) => acked.push((offset, value)),
+            Err(e) => return (acked, Some(e)),
+        }
+    }
+    (acked, None)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_produce_keeps_reads_and_loses_nothing_acknowledged() {
     let Some(fs) = SmallFs::mount("3m") else {
@@ -316,26 +347,7 @@ async fn a_full_disk_refuses_produce_keeps_reads_and_loses_nothing_acknowledged(
     };
     let (mut broker, producer) = broker_on(&fs.dir.path().join("data"), "full").await;
     let bootstrap = broker.bootstrap();
-    let mut acked = Vec::new();
-    let mut error = None;
-    for i in 0..10_000 {
-        let value = format!("{i:08}-{}", "v".repeat(4000));
-        let sent = producer
-            .send(
-                FutureRecord::<(), _>::to("full")
-                    .partition(0)
-                    .payload(&value),
-                Duration::from_secs(10),
-            )
-            .await;
-        match sent {
-            Ok(d) => acked.push((d.offset, value)),
-            Err((e, _)) => {
-                error = Some(e.to_string());
-                break;
-            }
-        }
-    }
+    let (acked, error) = produce_until_refused(&producer, "full", 4000, 10_000).await;
     let error = error.expect("the disk filled up");
     assert!(
         error.contains("KafkaStorageError") || error.contains("storage"),
@@ -372,17 +384,10 @@ async fn a_full_disk_refuses_produce_keeps_reads_and_loses_nothing_acknowledged(
             .await
             .unwrap(),
     );
-    let d = producer
-        .send(
-            FutureRecord::<(), _>::to("full")
-                .partition(0)
-                .payload("after"),
-            Duration::from_secs(10),
-        )
+    let offset = send_one(&producer, "full", "after")
         .await
-        .map_err(|(e, _)| e)
         .expect("produce after freeing space");
-    assert_eq!(d.offset, acked.len() as i64);
+    assert_eq!(offset, acked.len() as i64);
     drop(broker);
 }
 
@@ -446,36 +451,9 @@ async fn a_failed_fdatasync_acknowledges_nothing_more_and_loses_nothing_acknowle
     };
     let (mut broker, producer) = broker_on(&disk.mnt.path().join("data"), "eio").await;
     let bootstrap = broker.bootstrap();
-    let send = |value: String| {
-        let producer = producer.clone();
-        async move {
-            producer
-                .send(
-                    FutureRecord::<(), _>::to("eio")
-                        .partition(0)
-                        .payload(&value),
-                    Duration::from_secs(10),
-                )
-                .await
-                .map(|d| d.offset)
-                .map_err(|(e, _)| e.to_string())
-        }
-    };
-    let mut acked = Vec::new();
-    let mut error = None;
     // The ext4 sees 256 MiB free; the tmpfs under it fills after about 24 MiB.
-    for i in 0..20_000 {
-        let value = format!("{i:08}-{}", "v".repeat(8000));
-        match send(value.clone()).await {
-            Ok(offset) => acked.push((offset, value)),
-            Err(e) => {
-                error = Some(e);
-                break;
-            }
-        }
-    }
+    let (acked, error) = produce_until_refused(&producer, "eio", 8000, 20_000).await;
     let error = error.expect("fdatasync failed once the device did");
-    eprintln!("{} acked, then: {error}", acked.len());
     assert!(
         error.contains("KafkaStorageError") || error.contains("storage"),
         "error: {error}"
@@ -492,8 +470,9 @@ async fn a_failed_fdatasync_acknowledges_nothing_more_and_loses_nothing_acknowle
         broker.log().contains("fdatasync failed; log closed"),
         "the partition's log was closed"
     );
-    let later = send("after-failure".to_string()).await;
-    later.expect_err("acknowledged after a failed fdatasync");
+    send_one(&producer, "eio", "after-failure")
+        .await
+        .expect_err("acknowledged after a failed fdatasync");
     // The broker itself keeps serving.
     let p = producer.clone();
     tokio::task::spawn_blocking(move || {
@@ -530,7 +509,7 @@ async fn a_failed_fdatasync_acknowledges_nothing_more_and_loses_nothing_acknowle
         "nothing past the last ack"
     );
     // The partition takes writes again.
-    let offset = send("after-restart".to_string())
+    let offset = send_one(&producer, "eio", "after-restart")
         .await
         .expect("produce after the restart");
     assert_eq!(offset, records.len() as i64);

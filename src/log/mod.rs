@@ -452,8 +452,9 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Persists the producer table as of the high watermark (after a roll, at close). At a roll the batches may not be synced yet; open ignores a snapshot that goes past
-    /// the recovered log end, so a power loss cannot leave it describing batches that are gone.
+    /// Persists the producer table as of the high watermark (after a roll, at close). After a
+    /// roll the batches may not be synced yet; open ignores a snapshot that goes past the
+    /// recovered log end, so a power loss cannot leave it describing batches that are gone.
     async fn write_producer_snapshot(&self) -> Result<(), LogError> {
         let bytes = {
             let next_offset = self.state.borrow().high_watermark;
