@@ -339,6 +339,17 @@ async fn produce_until_refused(
     (acked, None)
 }
 
+/// The refusal that ended `produce_until_refused` (`why` it was expected) was a storage error,
+/// after more than 100 records were acknowledged.
+fn assert_refused_for_storage(acked: &[(i64, String)], error: Option<String>, why: &str) {
+    let error = error.expect(why);
+    assert!(
+        error.contains("KafkaStorageError") || error.contains("storage"),
+        "error: {error}"
+    );
+    assert!(acked.len() > 100, "{} acked before {why}", acked.len());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_produce_keeps_reads_and_loses_nothing_acknowledged() {
     let Some(fs) = SmallFs::mount("3m") else {
@@ -348,16 +359,7 @@ async fn a_full_disk_refuses_produce_keeps_reads_and_loses_nothing_acknowledged(
     let (mut broker, producer) = broker_on(&fs.dir.path().join("data"), "full").await;
     let bootstrap = broker.bootstrap();
     let (acked, error) = produce_until_refused(&producer, "full", 4000, 10_000).await;
-    let error = error.expect("the disk filled up");
-    assert!(
-        error.contains("KafkaStorageError") || error.contains("storage"),
-        "error: {error}"
-    );
-    assert!(
-        acked.len() > 100,
-        "{} acked before the disk was full",
-        acked.len()
-    );
+    assert_refused_for_storage(&acked, error, "the disk filled up");
     // Reads keep working on the full disk.
     let check = |records: Vec<(i64, Vec<u8>)>| {
         for (offset, value) in &acked {
@@ -453,16 +455,7 @@ async fn a_failed_fdatasync_acknowledges_nothing_more_and_loses_nothing_acknowle
     let bootstrap = broker.bootstrap();
     // The ext4 sees 256 MiB free; the tmpfs under it fills after about 24 MiB.
     let (acked, error) = produce_until_refused(&producer, "eio", 8000, 20_000).await;
-    let error = error.expect("fdatasync failed once the device did");
-    assert!(
-        error.contains("KafkaStorageError") || error.contains("storage"),
-        "error: {error}"
-    );
-    assert!(
-        acked.len() > 100,
-        "{} acked before the failure",
-        acked.len()
-    );
+    assert_refused_for_storage(&acked, error, "fdatasync failed once the device did");
     // The log is closed, not written again: a later sync could succeed without the pages the
     // kernel dropped. A closed log answers NOT_LEADER_OR_FOLLOWER, which the client retries
     // until its message timeout.
