@@ -21,6 +21,12 @@ use crate::protocol::batch::{
 /// of a round is not held back long by the copy of the others.
 pub(crate) const WRITE_ROUND_BYTES_MAX: usize = 1024 * 1024;
 
+/// Most bytes a round of only acks=0/1 appends takes. Without an fdatasync to share, a larger
+/// round saves only io_uring punts, and a 1 MiB buffered write makes the kernel allocate 1 MiB
+/// page-cache folios, which on a VM whose free memory went back to the host cost a host fault
+/// per page; writes this size take small folios from recycled memory.
+pub(crate) const WRITE_ROUND_BYTES_MAX_UNSYNCED: usize = 256 * 1024;
+
 /// An append waiting in `PartitionLog::queued` for the writer that holds the write lock.
 pub(super) struct QueuedAppend {
     records: Bytes,
@@ -194,11 +200,18 @@ impl PartitionLog {
         let mut queue = self.queued.borrow_mut();
         let mut round = Vec::new();
         let mut bytes = 0;
+        let mut durable = false;
         while let Some(next) = queue.front() {
-            if !round.is_empty() && bytes + next.records.len() > WRITE_ROUND_BYTES_MAX {
+            let limit = if durable || next.durable {
+                WRITE_ROUND_BYTES_MAX
+            } else {
+                WRITE_ROUND_BYTES_MAX_UNSYNCED
+            };
+            if !round.is_empty() && bytes + next.records.len() > limit {
                 break;
             }
             bytes += next.records.len();
+            durable |= next.durable;
             let next = queue.pop_front().expect("front exists");
             next.slot.taken.set(true);
             round.push(next);

@@ -566,6 +566,47 @@ fn appends_queued_together_share_one_write_in_call_order() {
 }
 
 #[test]
+fn rounds_without_acks_all_are_capped_smaller_than_rounds_that_sync() {
+    use super::append::{WRITE_ROUND_BYTES_MAX, WRITE_ROUND_BYTES_MAX_UNSYNCED};
+    let dir = tempfile::tempdir().expect("tempdir");
+    run_local(async {
+        let log = open(dir.path(), &LogConfig::default()).await;
+        // 40 appends of 16 KiB: 640 KiB, queued at once behind the first writer.
+        let (appends, value_bytes) = (40, 16 * 1024);
+        let total = appends * value_bytes;
+        for (round, acks) in [(0, Acks::Leader), (1, Acks::All)] {
+            let before = log.sync.written_seq.get();
+            let tasks: Vec<_> = (0..appends)
+                .map(|i| {
+                    let log = Rc::clone(&log);
+                    let ts = (round * appends + i) as i64;
+                    spawn_local(async move { log.append(batch(ts, value_bytes), acks).await })
+                })
+                .collect();
+            for task in tasks {
+                task.await.expect("append");
+            }
+            let writes = (log.sync.written_seq.get() - before) as usize;
+            let (cap, other) = match acks {
+                Acks::All => (WRITE_ROUND_BYTES_MAX, WRITE_ROUND_BYTES_MAX_UNSYNCED),
+                _ => (WRITE_ROUND_BYTES_MAX_UNSYNCED, WRITE_ROUND_BYTES_MAX),
+            };
+            // The first append is written alone; the rest queue up and go in rounds of `cap`.
+            assert!(
+                writes >= 1 + total.div_ceil(cap) && writes <= 2 + total / (cap / 2),
+                "{acks:?}: {writes} writes for {total} bytes, cap {cap}"
+            );
+            assert_ne!(
+                writes,
+                1 + total.div_ceil(other),
+                "{acks:?} used the other cap"
+            );
+        }
+        assert_eq!(log.high_watermark(), Offset(2 * appends as i64));
+    });
+}
+
+#[test]
 fn a_lone_acks_all_append_is_written_through_only_when_the_log_before_it_is_durable() {
     let dir = tempfile::tempdir().expect("tempdir");
     run_local(async {
