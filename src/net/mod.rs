@@ -8,6 +8,7 @@
 //! in. Every other request waits until nothing is in flight and holds the connection alone,
 //! which is Kafka's one-at-a-time behaviour.
 
+mod frames;
 pub mod send;
 
 use std::cell::{Cell, RefCell};
@@ -18,12 +19,11 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 
-use bytes::BytesMut;
 use futures::channel::{mpsc, oneshot};
 use futures::future::{Either, Shared, poll_fn, select};
 use futures::io::{ReadHalf, WriteHalf};
 use futures::{AsyncReadExt, AsyncWriteExt, FutureExt, SinkExt, StreamExt};
-use glommio::net::{Preallocated, TcpStream};
+use glommio::net::TcpStream;
 use glommio::sync::Semaphore;
 use glommio::task::JoinHandle;
 use kafka_protocol::messages::ApiKey;
@@ -31,13 +31,13 @@ use tracing::{debug, warn};
 
 use crate::handler::{self, Context, Frame, HandlerError};
 use crate::limits::CONNECTION_INFLIGHT_MAX;
-use crate::protocol::frame::{frame_body_len, header_prefix};
+use crate::protocol::frame::header_prefix;
 use crate::protocol::response::Part;
+use frames::{FrameReadError, FrameReader};
 
 /// Completes (with any result) when the shard shuts down.
 pub type Stop = Shared<oneshot::Receiver<()>>;
 
-type Stream = TcpStream<Preallocated>;
 type Handled = Result<Option<Frame>, HandlerError>;
 
 /// Why a connection ended.
@@ -80,11 +80,11 @@ async fn serve(
     let _ = stream.set_nodelay(true);
     send::set_nonblocking(&stream);
     let sock_fd = stream.as_raw_fd();
-    let (rd, wr) = stream.buffered().split();
+    let (rd, wr) = stream.split();
     let (tx, rx) = mpsc::channel(CONNECTION_INFLIGHT_MAX);
     let inflight = Rc::new(Inflight::default());
     let reader = read_requests(
-        rd,
+        FrameReader::new(rd),
         ctx.clone(),
         client_ip,
         stop,
@@ -143,7 +143,7 @@ impl Inflight {
 }
 
 async fn read_requests(
-    mut rd: ReadHalf<Stream>,
+    mut rd: FrameReader<ReadHalf<TcpStream>>,
     ctx: Rc<Context>,
     client_ip: Option<std::net::IpAddr>,
     stop: Stop,
@@ -152,18 +152,15 @@ async fn read_requests(
     request_bytes: Option<Rc<Semaphore>>,
 ) -> Close {
     loop {
-        let mut prefix = [0u8; 4];
-        match select(rd.read_exact(&mut prefix).boxed_local(), stop.clone()).await {
-            Either::Left((Ok(()), _)) => {}
-            Either::Left((Err(e), _)) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                return Close::Eof;
+        let limit = ctx.config.request_size_max_bytes;
+        let len = match select(rd.next_len(limit).boxed_local(), stop.clone()).await {
+            Either::Left((Ok(len), _)) => len,
+            Either::Left((Err(FrameReadError::Eof), _)) => return Close::Eof,
+            Either::Left((Err(FrameReadError::Refused(e)), _)) => {
+                return Close::Refused(e.to_string());
             }
-            Either::Left((Err(e), _)) => return Close::Io(e),
+            Either::Left((Err(FrameReadError::Io(e)), _)) => return Close::Io(e),
             Either::Right(_) => return Close::Stop,
-        }
-        let len = match frame_body_len(prefix, ctx.config.request_size_max_bytes) {
-            Ok(len) => len,
-            Err(e) => return Close::Refused(e.to_string()),
         };
         // Held while the body is buffered and handled: bodies in memory stay within
         // --queued-max-request-bytes per shard; a request over it waits here (backpressure).
@@ -174,14 +171,11 @@ async fn read_requests(
             },
             _ => None,
         };
-        let mut body = BytesMut::zeroed(len);
-        if let Err(e) = rd.read_exact(&mut body).await {
-            return if e.kind() == io::ErrorKind::UnexpectedEof {
-                Close::Eof
-            } else {
-                Close::Io(e)
-            };
-        }
+        let body = match rd.body(len).await {
+            Ok(body) => body,
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Close::Eof,
+            Err(e) => return Close::Io(e),
+        };
         let hp = match header_prefix(&body) {
             Ok(hp) => hp,
             Err(e) => return Close::Refused(e.to_string()),
@@ -194,7 +188,7 @@ async fn read_requests(
         inflight.exclusive.set(exclusive);
         let (ctx, done) = (ctx.clone(), inflight.clone());
         let task = glommio::spawn_local(async move {
-            let result = handler::dispatch(&ctx, hp, body.freeze(), client_ip).await;
+            let result = handler::dispatch(&ctx, hp, body, client_ip).await;
             drop(permit);
             done.finish();
             result
@@ -208,7 +202,7 @@ async fn read_requests(
 }
 
 async fn write_responses(
-    mut wr: WriteHalf<Stream>,
+    mut wr: WriteHalf<TcpStream>,
     sock_fd: RawFd,
     ctx: Rc<Context>,
     mut rx: mpsc::Receiver<JoinHandle<Handled>>,
