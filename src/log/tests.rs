@@ -592,8 +592,9 @@ fn rounds_without_acks_all_are_capped_smaller_than_rounds_that_sync() {
                 _ => (WRITE_ROUND_BYTES_MAX_UNSYNCED, WRITE_ROUND_BYTES_MAX),
             };
             // The first append is written alone; the rest queue up and go in rounds of `cap`.
+            let (fewest, most) = (1 + total.div_ceil(cap), 2 + total / (cap / 2));
             assert!(
-                writes >= 1 + total.div_ceil(cap) && writes <= 2 + total / (cap / 2),
+                (fewest..=most).contains(&writes),
                 "{acks:?}: {writes} writes for {total} bytes, cap {cap}"
             );
             assert_ne!(

@@ -134,6 +134,17 @@ mod tests {
         reads: usize,
     }
 
+    impl Chunked {
+        fn new(data: Vec<u8>, chunk: usize) -> Self {
+            Chunked {
+                data,
+                at: 0,
+                chunk,
+                reads: 0,
+            }
+        }
+    }
+
     impl AsyncRead for Chunked {
         fn poll_read(
             mut self: Pin<&mut Self>,
@@ -186,12 +197,7 @@ mod tests {
     fn frames_come_out_whole_however_the_bytes_arrive() {
         let bodies = bodies();
         for chunk in [1, 3, 4, 5, 100, 4095, 4100, 9000, 1 << 20] {
-            let rd = Chunked {
-                data: frames(&bodies),
-                at: 0,
-                chunk,
-                reads: 0,
-            };
+            let rd = Chunked::new(frames(&bodies), chunk);
             let (got, end) = read_all(&mut FrameReader::new(rd));
             assert!(matches!(end, FrameReadError::Eof), "chunk {chunk}: {end:?}");
             assert_eq!(got, bodies, "chunk {chunk}");
@@ -201,24 +207,14 @@ mod tests {
     #[test]
     fn pipelined_large_frames_cost_one_read_each_and_small_ones_share_reads() {
         let large: Vec<Vec<u8>> = (0..50).map(|i| vec![i as u8; 10_000]).collect();
-        let mut r = FrameReader::new(Chunked {
-            data: frames(&large),
-            at: 0,
-            chunk: usize::MAX,
-            reads: 0,
-        });
+        let mut r = FrameReader::new(Chunked::new(frames(&large), usize::MAX));
         let (got, _) = read_all(&mut r);
         assert_eq!(got, large);
         // One to start (the lookahead), one per body (which also takes the next prefix), one EOF.
         assert!(r.rd.reads <= 50 + 2, "{} reads", r.rd.reads);
 
         let small: Vec<Vec<u8>> = (0..1000).map(|i| vec![i as u8; 60]).collect();
-        let mut r = FrameReader::new(Chunked {
-            data: frames(&small),
-            at: 0,
-            chunk: usize::MAX,
-            reads: 0,
-        });
+        let mut r = FrameReader::new(Chunked::new(frames(&small), usize::MAX));
         let (got, _) = read_all(&mut r);
         assert_eq!(got, small);
         assert!(
@@ -235,12 +231,7 @@ mod tests {
         let start = |k: usize| bodies[..k].iter().map(|b| 4 + b.len()).sum::<usize>();
         // Cut inside a length prefix, inside a small body (7 bytes), inside a large one (10,000).
         for cut in [start(2) + 2, start(2) + 4 + 3, start(7) + 4 + 5000] {
-            let mut r = FrameReader::new(Chunked {
-                data: wire[..cut].to_vec(),
-                at: 0,
-                chunk: 1000,
-                reads: 0,
-            });
+            let mut r = FrameReader::new(Chunked::new(wire[..cut].to_vec(), 1000));
             let end = block_on(async {
                 loop {
                     let len = match r.next_len(1 << 20).await {
@@ -265,24 +256,14 @@ mod tests {
     fn an_oversize_length_is_refused_before_its_body_is_read() {
         let mut wire = 100_000_i32.to_be_bytes().to_vec();
         wire.extend_from_slice(&[0; 64]);
-        let mut r = FrameReader::new(Chunked {
-            data: wire,
-            at: 0,
-            chunk: usize::MAX,
-            reads: 0,
-        });
+        let mut r = FrameReader::new(Chunked::new(wire, usize::MAX));
         let refused = block_on(r.next_len(65_536));
         assert!(
             matches!(refused, Err(FrameReadError::Refused(_))),
             "{refused:?}"
         );
-        let negative = FrameReader::new(Chunked {
-            data: (-1_i32).to_be_bytes().to_vec(),
-            at: 0,
-            chunk: usize::MAX,
-            reads: 0,
-        });
-        let mut negative = negative;
+        let mut negative =
+            FrameReader::new(Chunked::new((-1_i32).to_be_bytes().to_vec(), usize::MAX));
         assert!(matches!(
             block_on(negative.next_len(65_536)),
             Err(FrameReadError::Refused(_))
