@@ -356,7 +356,8 @@ pub fn run(common: &Common, args: &ConsumeArgs) -> wire::Result<Report> {
         all.len(),
         conns.len()
     );
-    let stats = Stats::new(conns.len(), common.stop.clone());
+    let workers = cores::worker_count(common.cpus.as_deref(), conns.len());
+    let stats = Stats::new(workers, common.stop.clone());
     let cpu = CpuProbe::start(common.broker_pid);
     let progress = stats::spawn_progress(stats.clone(), "consume");
     let started = Instant::now();

@@ -64,6 +64,12 @@ fn worker_cpus(cpus: Option<&[usize]>) -> Vec<Option<usize>> {
     }
 }
 
+/// How many worker threads `Workers::start` runs for `sessions` sessions: session `i` goes to
+/// worker `i % worker_count`.
+pub fn worker_count(cpus: Option<&[usize]>, sessions: usize) -> usize {
+    worker_cpus(cpus).len().min(sessions).max(1)
+}
+
 /// The worker threads, started before the connections exist so that each connection starts
 /// working as soon as it is set up, as it did with a thread of its own.
 pub struct Workers<S> {

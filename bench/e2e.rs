@@ -16,6 +16,7 @@ use serde_json::json;
 use crate::batch::{self, BatchInfo};
 use crate::cluster::{self, LATEST_TIMESTAMP};
 use crate::consume::{FetchPlan, PartitionCursor, spawn_fetchers};
+use crate::cores;
 use crate::produce::{
     ProducerPlan, check_batch_shape, connection_plan, parse_acks, spawn_producers,
 };
@@ -55,8 +56,15 @@ pub fn run(common: &Common, args: &E2eArgs) -> wire::Result<Report> {
         args.acks,
         args.rate
     );
-    let produced = Stats::new(producers.len(), common.stop.clone());
-    let consumed = Stats::new(consumers.len(), Arc::new(AtomicBool::new(false)));
+    let cpus = common.cpus.as_deref();
+    let produced = Stats::new(
+        cores::worker_count(cpus, producers.len()),
+        common.stop.clone(),
+    );
+    let consumed = Stats::new(
+        cores::worker_count(cpus, consumers.len()),
+        Arc::new(AtomicBool::new(false)),
+    );
     let cpu = CpuProbe::start(common.broker_pid);
     let progress = stats::spawn_progress(consumed.clone(), "e2e");
     let consumer_handles = spawn_consumers(common, args, consumers, &starts, &consumed)?;

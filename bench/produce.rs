@@ -551,7 +551,8 @@ pub fn run(common: &Common, args: &ProduceArgs) -> wire::Result<Report> {
         args.record_size,
         args.acks,
     );
-    let stats = Stats::new(conns.len(), common.stop.clone());
+    let workers = cores::worker_count(common.cpus.as_deref(), conns.len());
+    let stats = Stats::new(workers, common.stop.clone());
     let cpu = CpuProbe::start(common.broker_pid);
     let progress = stats::spawn_progress(stats.clone(), "produce");
     let started = Instant::now();

@@ -25,8 +25,11 @@ pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, LATENCY_MAX_US, 3).expect("valid histogram bounds")
 }
 
-/// Everything the workers count. One histogram per worker, each behind its own lock, which is
-/// uncontended except for the once-a-second progress read.
+/// Everything the workers count. One histogram per worker thread, each behind its own lock, which
+/// is uncontended except for the once-a-second progress read. Sessions pass their own index,
+/// taken modulo the number of histograms: the same spread `cores::Workers::add` deals them out
+/// by, so a thread's sessions share its histogram. (One histogram per connection made 1,000
+/// connections 1,000 histograms of ~190 KB, merged every second and cold in cache.)
 pub struct Stats {
     pub records: AtomicU64,
     pub bytes: AtomicU64,
@@ -42,6 +45,7 @@ pub struct Stats {
 
 impl Stats {
     pub fn new(workers: usize, stop: Arc<AtomicBool>) -> Arc<Stats> {
+        let workers = workers.max(1);
         Arc::new(Stats {
             records: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
@@ -66,12 +70,16 @@ impl Stats {
     /// Records `count` samples of `latency_ns` in worker `worker`'s histogram.
     pub fn record_latency(&self, worker: usize, latency_ns: u64, count: u64) {
         let us = (latency_ns / 1000).clamp(1, LATENCY_MAX_US);
-        let mut h = self.histograms[worker].lock().expect("histogram lock");
+        let mut h = self.histogram(worker).lock().expect("histogram lock");
         h.saturating_record_n(us, count);
     }
 
     pub fn with_histogram<T>(&self, worker: usize, f: impl FnOnce(&mut Histogram<u64>) -> T) -> T {
-        f(&mut self.histograms[worker].lock().expect("histogram lock"))
+        f(&mut self.histogram(worker).lock().expect("histogram lock"))
+    }
+
+    fn histogram(&self, worker: usize) -> &Mutex<Histogram<u64>> {
+        &self.histograms[worker % self.histograms.len()]
     }
 
     pub fn error(&self, message: impl Into<String>) {
@@ -166,4 +174,30 @@ pub fn run_workers(
         }
     }
     started.elapsed().as_secs_f64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_share_their_worker_threads_histograms_and_lose_no_sample() {
+        let stats = Stats::new(2, Arc::new(AtomicBool::new(false)));
+        assert_eq!(stats.histograms.len(), 2);
+        // Five sessions dealt out over two workers, as cores::Workers::add deals them.
+        for session in 0..5 {
+            stats.record_latency(session, 1_000 * (session as u64 + 1), 10);
+        }
+        let per_worker: Vec<u64> = (0..2)
+            .map(|w| stats.with_histogram(w, |h| h.len()))
+            .collect();
+        assert_eq!(
+            per_worker,
+            [30, 20],
+            "sessions 0, 2, 4 on worker 0; 1, 3 on worker 1"
+        );
+        let all = stats.merged_histogram();
+        assert_eq!(all.len(), 50);
+        assert_eq!(all.max(), 5);
+    }
 }
