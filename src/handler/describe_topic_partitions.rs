@@ -16,7 +16,6 @@ use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
 use super::error_code::{self, code};
-use super::metadata::Leader;
 use super::{Context, Frame, HandlerError, Request};
 use crate::types::{NodeId, node_id};
 
@@ -78,18 +77,15 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
                 break;
             }
             budget -= 1;
-            let replica = BrokerId(node_id(base, image.owner(p)).0);
-            let offline = ctx.offline.borrow().contains(&(t.id, i as i32));
-            let leader = Leader::of(replica, offline);
+            let leader = BrokerId(node_id(base, image.owner(p)).0);
             partitions.push(
                 DescribeTopicPartitionsResponsePartition::default()
-                    .with_error_code(leader.error_code)
+                    .with_error_code(error_code::NONE)
                     .with_partition_index(i as i32)
-                    .with_leader_id(leader.id)
+                    .with_leader_id(leader)
                     .with_leader_epoch(p.leader_epoch)
-                    .with_replica_nodes(vec![replica])
-                    .with_isr_nodes(vec![replica])
-                    .with_offline_replicas(leader.offline_replicas)
+                    .with_replica_nodes(vec![leader])
+                    .with_isr_nodes(vec![leader])
                     .with_eligible_leader_replicas(Some(vec![]))
                     .with_last_known_elr(Some(vec![])),
             );

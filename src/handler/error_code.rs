@@ -20,8 +20,7 @@ pub fn log_error(e: &LogError) -> i16 {
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         LogError::Corrupt { .. } => ResponseError::KafkaStorageError,
         LogError::Closed => ResponseError::NotLeaderOrFollower,
-        // Kafka answers a partition on an offline log dir this way.
-        LogError::Offline | LogError::Io(_) => ResponseError::KafkaStorageError,
+        LogError::Io(_) => ResponseError::KafkaStorageError,
         LogError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
         LogError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
         LogError::DuplicateSequence { .. } => ResponseError::DuplicateSequenceNumber,
@@ -77,8 +76,7 @@ pub fn offsets_log_error(e: &LogError) -> i16 {
     code(match e {
         LogError::OffsetOutOfRange { .. } => ResponseError::UnknownServerError,
         LogError::Corrupt { .. } => ResponseError::CoordinatorNotAvailable,
-        // Kafka's group coordinator maps its log's KAFKA_STORAGE_ERROR to NOT_COORDINATOR.
-        LogError::Closed | LogError::Offline => ResponseError::NotCoordinator,
+        LogError::Closed => ResponseError::NotCoordinator,
         LogError::Io(_) => ResponseError::CoordinatorNotAvailable,
         // The offsets log is written without producer ids; these cannot happen there.
         LogError::OutOfOrderSequence { .. }

@@ -62,7 +62,7 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
         image
             .topics()
             .iter()
-            .map(|t| topic_entry(&image, base, t, ops, &ctx.offline.borrow()))
+            .map(|t| topic_entry(&image, base, t, ops))
             .collect()
     } else {
         requested
@@ -74,7 +74,6 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
                     t.name.as_ref().map(|n| n.0.as_str()),
                     t.topic_id,
                     ops,
-                    &ctx.offline.borrow(),
                 )
             })
             .collect()
@@ -96,46 +95,19 @@ pub async fn serve(ctx: &Rc<Context>, r: Request, mut body: Bytes) -> Result<Fra
     r.respond(&resp)
 }
 
-/// A partition's leader as Metadata and DescribeTopicPartitions show it. An offline partition
-/// (its log's fdatasync failed) has none: Kafka answers LEADER_NOT_AVAILABLE with leader -1 and
-/// lists the replica as offline, and clients wait for a leader instead of producing to it.
-pub struct Leader {
-    pub id: BrokerId,
-    pub error_code: i16,
-    pub offline_replicas: Vec<BrokerId>,
-}
-
-impl Leader {
-    pub fn of(replica: BrokerId, offline: bool) -> Leader {
-        match offline {
-            false => Leader {
-                id: replica,
-                error_code: error_code::NONE,
-                offline_replicas: Vec::new(),
-            },
-            true => Leader {
-                id: BrokerId(-1),
-                error_code: code(ResponseError::LeaderNotAvailable),
-                offline_replicas: vec![replica],
-            },
-        }
-    }
-}
-
 fn requested_topic(
     image: &MetadataImage,
     base: NodeId,
     name: Option<&str>,
     id: Uuid,
     ops: i32,
-    offline: &HashSet<([u8; 16], i32)>,
 ) -> MetadataResponseTopic {
     let found = match name {
         Some(n) => image.topic(n),
         None => image.topic_by_id(TopicId(*id.as_bytes())),
     };
     match found {
-        Some(t) => topic_entry(image, base, t, ops, offline),
+        Some(t) => topic_entry(image, base, t, ops),
         None => {
             let err = match name {
                 Some(n) if validate_topic_name(n).is_err() => ResponseError::InvalidTopicException,
@@ -156,23 +128,20 @@ fn topic_entry(
     base: NodeId,
     t: &TopicRecord,
     ops: i32,
-    offline: &HashSet<([u8; 16], i32)>,
 ) -> MetadataResponseTopic {
     let partitions = t
         .partitions
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            let replica = BrokerId(node_id(base, image.owner(p)).0);
-            let leader = Leader::of(replica, offline.contains(&(t.id, i as i32)));
+            let leader = BrokerId(node_id(base, image.owner(p)).0);
             MetadataResponsePartition::default()
-                .with_error_code(leader.error_code)
+                .with_error_code(error_code::NONE)
                 .with_partition_index(i as i32)
-                .with_leader_id(leader.id)
+                .with_leader_id(leader)
                 .with_leader_epoch(p.leader_epoch)
-                .with_replica_nodes(vec![replica])
-                .with_isr_nodes(vec![replica])
-                .with_offline_replicas(leader.offline_replicas)
+                .with_replica_nodes(vec![leader])
+                .with_isr_nodes(vec![leader])
         })
         .collect();
     MetadataResponseTopic::default()

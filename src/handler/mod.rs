@@ -39,7 +39,7 @@ pub mod produce_settings;
 pub mod sync_group;
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ops::RangeInclusive;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -149,9 +149,6 @@ pub struct Context {
     pub producer_ids: RefCell<std::ops::Range<i64>>,
     /// The data dir's file system, as last measured (DescribeLogDirs); `None` until then.
     pub disk_space: Cell<Option<crate::log::file::DiskSpace>>,
-    /// Partitions, of any shard, whose log went offline (a failed fdatasync), as (topic id,
-    /// partition): Metadata shows them without a leader until the broker restarts.
-    pub offline: RefCell<HashSet<([u8; 16], i32)>>,
 }
 
 impl Context {

@@ -101,7 +101,6 @@ pub(super) fn context() -> Rc<Context> {
         groups: group_coordinator::GroupCoordinator::new(0),
         producer_ids: RefCell::new(0..0),
         disk_space: Default::default(),
-        offline: Default::default(),
     })
 }
 
@@ -164,75 +163,6 @@ fn metadata_lists_one_broker_per_shard_at_every_version() {
             assert_eq!(resp.controller_id.0, 7);
         }
     }
-}
-
-#[test]
-fn an_offline_partition_has_no_leader_in_metadata_and_describe_topic_partitions() {
-    use crate::metadata::{PartitionRecord, TopicRecord};
-    use kafka_protocol::messages::{
-        DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse, TopicName,
-        describe_topic_partitions_request::TopicRequest,
-    };
-    let ctx = context();
-    let mut state = ctx.image().state.clone();
-    state.topics.push(TopicRecord {
-        name: "t".into(),
-        id: [9; 16],
-        partitions: (0..2)
-            .map(|s| PartitionRecord {
-                shard: s,
-                leader_epoch: 3,
-            })
-            .collect(),
-        configs: vec![],
-    });
-    *ctx.metadata.borrow_mut() = Arc::new(MetadataImage::new(state, 2));
-    ctx.offline.borrow_mut().insert(([9; 16], 1));
-    let ask = |key: ApiKey, version: i16, body: Bytes| {
-        let prefix = header_prefix(&body).unwrap();
-        let frame = futures::executor::block_on(dispatch(&ctx, prefix, body, None));
-        response_body(frame.unwrap().unwrap(), key, version)
-    };
-    let version = *metadata::VERSIONS.end();
-    let mut body = ask(
-        ApiKey::Metadata,
-        version,
-        request(
-            ApiKey::Metadata,
-            version,
-            &MetadataRequest::default().with_topics(None),
-        ),
-    );
-    let resp = MetadataResponse::decode(&mut body, version).unwrap();
-    let shown: Vec<_> = resp.topics[0]
-        .partitions
-        .iter()
-        .map(|p| {
-            let offline: Vec<i32> = p.offline_replicas.iter().map(|b| b.0).collect();
-            (p.error_code, p.leader_id.0, offline)
-        })
-        .collect();
-    // LEADER_NOT_AVAILABLE is 5; node ids start at 7 (one per shard).
-    assert_eq!(shown, [(0, 7, vec![]), (5, -1, vec![8])]);
-
-    let version = *describe_topic_partitions::VERSIONS.end();
-    let req = DescribeTopicPartitionsRequest::default()
-        .with_topics(vec![
-            TopicRequest::default().with_name(TopicName(StrBytes::from_static_str("t"))),
-        ])
-        .with_response_partition_limit(10);
-    let mut body = ask(
-        ApiKey::DescribeTopicPartitions,
-        version,
-        request(ApiKey::DescribeTopicPartitions, version, &req),
-    );
-    let resp = DescribeTopicPartitionsResponse::decode(&mut body, version).unwrap();
-    let shown: Vec<_> = resp.topics[0]
-        .partitions
-        .iter()
-        .map(|p| (p.error_code, p.leader_id.0))
-        .collect();
-    assert_eq!(shown, [(0, 7), (5, -1)]);
 }
 
 #[test]

@@ -147,7 +147,6 @@ impl Chunk {
 fn share_error(e: &LogError) -> LogError {
     match e {
         LogError::Closed => LogError::Closed,
-        LogError::Offline => LogError::Offline,
         LogError::Io(io) => LogError::Io(std::io::Error::new(io.kind(), io.to_string())),
         other => LogError::Io(std::io::Error::other(other.to_string())),
     }
@@ -245,8 +244,7 @@ impl PartitionLog {
                 continue;
             }
             if self.state.borrow().closed {
-                let closed = self.online().err().unwrap_or(LogError::Closed);
-                answers.set(i, Err(closed));
+                answers.set(i, Err(LogError::Closed));
                 continue;
             }
             let records = &queued.records;
@@ -449,14 +447,10 @@ impl PartitionLog {
 
     /// After a failed fdatasync the kernel may have dropped the dirty pages, and a retried sync
     /// can succeed without them; nothing more is acknowledged from this log.
-    pub(super) fn fail_on_sync_error(&self, e: &std::io::Error) {
+    fn fail_on_sync_error(&self, e: &std::io::Error) {
         tracing::error!(dir = %self.dir.display(), error = %e, "fdatasync failed; log closed");
         self.sync.failed.set(true);
         self.state.borrow_mut().closed = true;
-        let hook = self.offline_hook.borrow_mut().take();
-        if let Some(hook) = hook {
-            hook();
-        }
     }
 
     fn mark_synced(&self, seq: u64) {
@@ -474,7 +468,9 @@ impl PartitionLog {
                 return Ok(());
             }
             if self.sync.failed.get() {
-                return Err(LogError::Offline);
+                return Err(LogError::Io(std::io::Error::other(
+                    "an earlier fdatasync of this log failed",
+                )));
             }
             if self.sync.in_flight.get() {
                 self.progress.notified().await;

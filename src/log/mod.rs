@@ -89,10 +89,6 @@ pub enum LogError {
     Corrupt { path: PathBuf, position_bytes: u64 },
     #[error("log is closed")]
     Closed,
-    /// An fdatasync of this log failed (Kafka: its log dir went offline). Nothing more is read
-    /// or written until the broker restarts and recovery checks the files.
-    #[error("the log's disk failed; the partition is offline until the broker restarts")]
-    Offline,
     #[error(transparent)]
     Io(#[from] std::io::Error),
     #[error("producer {producer_id}: expected sequence {expected}, got {got}")]
@@ -218,8 +214,6 @@ pub struct PartitionLog {
     /// outside the write lock (after a roll, by retention), and by `close`: those writes never
     /// race each other, a deletion or the final flush. Taken after `write_lock` when both are.
     housekeeping: FifoLock,
-    /// Called once when the log goes offline (`on_offline`).
-    offline_hook: RefCell<Option<Box<dyn FnOnce()>>>,
 }
 
 fn now_ms() -> i64 {
@@ -288,7 +282,6 @@ impl PartitionLog {
             progress,
             producers: RefCell::new(producers),
             housekeeping: FifoLock::default(),
-            offline_hook: RefCell::new(None),
         }))
     }
 
@@ -340,26 +333,7 @@ impl PartitionLog {
     /// Whole batches from the one holding `from`, up to `max_bytes` (at least one batch, KIP-74),
     /// never past the high watermark. `from` == high watermark gives an empty slice.
     pub async fn read(&self, from: Offset, max_bytes: u64) -> Result<ReadSlice, LogError> {
-        self.online()?;
         self.read_batches(from.value(), max_bytes).await
-    }
-
-    /// Whether an fdatasync of this log failed: it is closed and the partition is offline.
-    pub fn is_offline(&self) -> bool {
-        self.sync.failed.get()
-    }
-
-    /// Runs `hook` once, when the log goes offline (an fdatasync fails), so the owner can mark
-    /// the partition offline where clients look (Metadata).
-    pub fn on_offline(&self, hook: impl FnOnce() + 'static) {
-        *self.offline_hook.borrow_mut() = Some(Box::new(hook));
-    }
-
-    fn online(&self) -> Result<(), LogError> {
-        match self.is_offline() {
-            true => Err(LogError::Offline),
-            false => Ok(()),
-        }
     }
 
     /// Completes at the next successful append (or when the log closes).
@@ -378,14 +352,12 @@ impl PartitionLog {
         &self,
         timestamp_ms: i64,
     ) -> Result<Option<(Offset, i64)>, LogError> {
-        self.online()?;
         let found = self.first_record_at_or_after(timestamp_ms).await?;
         Ok(found.map(|(offset, timestamp)| (Offset(offset), timestamp)))
     }
 
     /// The record with the largest timestamp (KIP-734): (offset, timestamp).
     pub async fn max_timestamp(&self) -> Result<Option<(Offset, i64)>, LogError> {
-        self.online()?;
         let found = self.record_with_max_timestamp().await?;
         Ok(found.map(|(offset, timestamp)| (Offset(offset), timestamp)))
     }

@@ -566,40 +566,6 @@ fn appends_queued_together_share_one_write_in_call_order() {
 }
 
 #[test]
-fn a_log_whose_sync_failed_is_offline_for_writes_and_reads_and_says_so_once() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    run_local(async {
-        let log = open(dir.path(), &LogConfig::default()).await;
-        log.append(batch(0, 100), Acks::All).await.expect("append");
-        let fired = Rc::new(std::cell::Cell::new(0));
-        let counter = Rc::clone(&fired);
-        log.on_offline(move || counter.set(counter.get() + 1));
-        assert!(!log.is_offline());
-
-        log.fail_on_sync_error(&std::io::Error::from_raw_os_error(libc::EIO));
-        assert!(log.is_offline());
-        assert_eq!(fired.get(), 1, "the hook fires when the log goes offline");
-        for acks in [Acks::Leader, Acks::All] {
-            assert!(matches!(
-                log.append(batch(1, 100), acks).await,
-                Err(LogError::Offline)
-            ));
-        }
-        assert!(matches!(
-            log.read(Offset(0), u64::MAX).await,
-            Err(LogError::Offline)
-        ));
-        assert!(matches!(
-            log.offset_for_timestamp(0).await,
-            Err(LogError::Offline)
-        ));
-        assert_eq!(log.high_watermark(), Offset(1), "nothing more was written");
-        log.fail_on_sync_error(&std::io::Error::from_raw_os_error(libc::EIO));
-        assert_eq!(fired.get(), 1, "and only once");
-    });
-}
-
-#[test]
 fn rounds_without_acks_all_are_capped_smaller_than_rounds_that_sync() {
     use super::append::{WRITE_ROUND_BYTES_MAX, WRITE_ROUND_BYTES_MAX_UNSYNCED};
     let dir = tempfile::tempdir().expect("tempdir");

@@ -29,7 +29,7 @@ use crate::handler::Context;
 use crate::limits::MESH_CHANNEL_CAPACITY;
 use crate::log::{LogConfig, PartitionLog};
 use crate::metadata::{MetadataImage, MetadataState};
-use crate::types::{ShardId, TopicId, TopicPartition};
+use crate::types::{ShardId, TopicPartition};
 use controller::Controller;
 use peers::{ShardMsg, ShardPeers};
 
@@ -63,16 +63,11 @@ impl Shard {
                 if image.owner(p) == self.ctx.shard {
                     wanted.insert(
                         TopicPartition::new(t.name.clone(), i as i32),
-                        (p.leader_epoch, t.id),
+                        p.leader_epoch,
                     );
                 }
             }
         }
-        // A deleted topic's partitions are no longer offline; a recreated one has a new id.
-        self.ctx
-            .offline
-            .borrow_mut()
-            .retain(|(id, _)| image.topic_by_id(TopicId(*id)).is_some());
         let gone: Vec<(TopicPartition, Rc<PartitionLog>)> = self
             .ctx
             .partitions
@@ -87,7 +82,7 @@ impl Shard {
                 error!(partition = %tp, error = %e, "could not delete partition");
             }
         }
-        for (tp, (epoch, topic_id)) in wanted {
+        for (tp, epoch) in wanted {
             if self.ctx.partitions.borrow().contains_key(&tp) {
                 continue;
             }
@@ -99,14 +94,6 @@ impl Shard {
             .await
             {
                 Ok(log) => {
-                    let peers = Rc::clone(&self.peers);
-                    let partition = tp.partition.0;
-                    log.on_offline(move || {
-                        glommio::spawn_local(async move {
-                            peers.broadcast_offline(topic_id, partition).await;
-                        })
-                        .detach();
-                    });
                     self.ctx.partitions.borrow_mut().insert(tp, log);
                 }
                 Err(e) => error!(partition = %tp, error = %e, "could not open partition"),
@@ -187,7 +174,6 @@ async fn shard_main(
         ),
         producer_ids: RefCell::new(0..0),
         disk_space: Default::default(),
-        offline: Default::default(),
     });
     let meta_dir = config.data_dir.join("meta");
     let controller = (me == ShardId::CONTROLLER)

@@ -62,8 +62,6 @@ pub enum ShardMsg {
     Metrics {
         reply: oneshot::Sender<ShardMetrics>,
     },
-    /// A partition's log went offline on the sending shard (topic id, partition).
-    PartitionOffline { topic_id: [u8; 16], partition: i32 },
 }
 
 pub struct ShardPeers {
@@ -116,28 +114,6 @@ impl ShardPeers {
         let (tx, rx) = oneshot::channel();
         self.senders.send_to(to, make(tx)).await.ok()?;
         rx.await.ok()
-    }
-
-    /// Tells every shard, this one included, that a partition's log went offline.
-    pub async fn broadcast_offline(self: &Rc<Self>, topic_id: [u8; 16], partition: i32) {
-        // The log may fail in the final flush at shutdown, after the shard is gone.
-        let Some(shard) = self.shard.get().and_then(Weak::upgrade) else {
-            return;
-        };
-        shard.ctx.offline.borrow_mut().insert((topic_id, partition));
-        let others = (0..self.senders.shard_count())
-            .map(|i| ShardId(i as u16))
-            .filter(|&s| s != self.me)
-            .map(|s| {
-                self.senders.send_to(
-                    s,
-                    ShardMsg::PartitionOffline {
-                        topic_id,
-                        partition,
-                    },
-                )
-            });
-        join_all(others).await;
     }
 
     /// Makes every shard apply `image`, this one included; returns when all have.
@@ -308,12 +284,6 @@ pub async fn handle(shard: Rc<Shard>, msg: ShardMsg) {
         ShardMsg::DeleteTopics { names, reply } => {
             let controller = shard.controller();
             let _ = reply.send(controller.delete_topics(&shard.peers, names).await);
-        }
-        ShardMsg::PartitionOffline {
-            topic_id,
-            partition,
-        } => {
-            shard.ctx.offline.borrow_mut().insert((topic_id, partition));
         }
         ShardMsg::ApplyImage { image, reply } => {
             shard.apply_image(image).await;
