@@ -457,7 +457,7 @@ async fn a_failed_fdatasync_acknowledges_nothing_more_and_loses_nothing_acknowle
     let (acked, error) = produce_until_refused(&producer, "eio", 8000, 20_000).await;
     assert_refused_for_storage(&acked, error, "fdatasync failed once the device did");
     // The log is closed, not written again: a later sync could succeed without the pages the
-    // kernel dropped. A closed log answers NOT_LEADER_OR_FOLLOWER, which the client retries
+    // kernel dropped. Its produce requests get KAFKA_STORAGE_ERROR, which the client retries
     // until its message timeout.
     assert!(
         broker.log().contains("fdatasync failed; log closed"),

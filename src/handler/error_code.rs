@@ -20,7 +20,7 @@ pub fn log_error(e: &LogError) -> i16 {
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         LogError::Corrupt { .. } => ResponseError::KafkaStorageError,
         LogError::Closed => ResponseError::NotLeaderOrFollower,
-        LogError::Io(_) => ResponseError::KafkaStorageError,
+        LogError::SyncFailed | LogError::Io(_) => ResponseError::KafkaStorageError,
         LogError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
         LogError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
         LogError::DuplicateSequence { .. } => ResponseError::DuplicateSequenceNumber,
@@ -77,7 +77,7 @@ pub fn offsets_log_error(e: &LogError) -> i16 {
         LogError::OffsetOutOfRange { .. } => ResponseError::UnknownServerError,
         LogError::Corrupt { .. } => ResponseError::CoordinatorNotAvailable,
         LogError::Closed => ResponseError::NotCoordinator,
-        LogError::Io(_) => ResponseError::CoordinatorNotAvailable,
+        LogError::SyncFailed | LogError::Io(_) => ResponseError::CoordinatorNotAvailable,
         // The offsets log is written without producer ids; these cannot happen there.
         LogError::OutOfOrderSequence { .. }
         | LogError::InvalidProducerEpoch { .. }

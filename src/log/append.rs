@@ -147,6 +147,7 @@ impl Chunk {
 fn share_error(e: &LogError) -> LogError {
     match e {
         LogError::Closed => LogError::Closed,
+        LogError::SyncFailed => LogError::SyncFailed,
         LogError::Io(io) => LogError::Io(std::io::Error::new(io.kind(), io.to_string())),
         other => LogError::Io(std::io::Error::other(other.to_string())),
     }
@@ -244,7 +245,11 @@ impl PartitionLog {
                 continue;
             }
             if self.state.borrow().closed {
-                answers.set(i, Err(LogError::Closed));
+                let closed = match self.sync.failed.get() {
+                    true => LogError::SyncFailed,
+                    false => LogError::Closed,
+                };
+                answers.set(i, Err(closed));
                 continue;
             }
             let records = &queued.records;
@@ -447,7 +452,7 @@ impl PartitionLog {
 
     /// After a failed fdatasync the kernel may have dropped the dirty pages, and a retried sync
     /// can succeed without them; nothing more is acknowledged from this log.
-    fn fail_on_sync_error(&self, e: &std::io::Error) {
+    pub(super) fn fail_on_sync_error(&self, e: &std::io::Error) {
         tracing::error!(dir = %self.dir.display(), error = %e, "fdatasync failed; log closed");
         self.sync.failed.set(true);
         self.state.borrow_mut().closed = true;
@@ -468,9 +473,7 @@ impl PartitionLog {
                 return Ok(());
             }
             if self.sync.failed.get() {
-                return Err(LogError::Io(std::io::Error::other(
-                    "an earlier fdatasync of this log failed",
-                )));
+                return Err(LogError::SyncFailed);
             }
             if self.sync.in_flight.get() {
                 self.progress.notified().await;

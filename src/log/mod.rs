@@ -89,6 +89,10 @@ pub enum LogError {
     Corrupt { path: PathBuf, position_bytes: u64 },
     #[error("log is closed")]
     Closed,
+    /// An fdatasync of this log failed: nothing more is written to it until the broker restarts
+    /// and recovery checks the files. Reads go on.
+    #[error("an fdatasync of this log failed; it takes no writes until the broker restarts")]
+    SyncFailed,
     #[error(transparent)]
     Io(#[from] std::io::Error),
     #[error("producer {producer_id}: expected sequence {expected}, got {got}")]

@@ -566,6 +566,25 @@ fn appends_queued_together_share_one_write_in_call_order() {
 }
 
 #[test]
+fn a_log_whose_sync_failed_refuses_writes_as_a_storage_error_and_keeps_serving_reads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    run_local(async {
+        let log = open(dir.path(), &LogConfig::default()).await;
+        log.append(batch(0, 100), Acks::All).await.expect("append");
+        log.fail_on_sync_error(&std::io::Error::from_raw_os_error(libc::EIO));
+        for acks in [Acks::Leader, Acks::All] {
+            assert!(matches!(
+                log.append(batch(1, 100), acks).await,
+                Err(LogError::SyncFailed)
+            ));
+        }
+        assert_eq!(log.high_watermark(), Offset(1), "nothing more was written");
+        let (_, headers) = read_bytes(&log, 0, u64::MAX).await;
+        assert_eq!(headers.len(), 1, "what was written is still read");
+    });
+}
+
+#[test]
 fn rounds_without_acks_all_are_capped_smaller_than_rounds_that_sync() {
     use super::append::{WRITE_ROUND_BYTES_MAX, WRITE_ROUND_BYTES_MAX_UNSYNCED};
     let dir = tempfile::tempdir().expect("tempdir");
