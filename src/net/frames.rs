@@ -204,6 +204,24 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_frames_in_any_chunking_come_out_whole(
+            sizes in proptest::collection::vec(0usize..20_000, 0..40),
+            chunk in 1usize..12_000,
+        ) {
+            let bodies: Vec<Vec<u8>> = sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| (0..n).map(|j| (i * 7 + j * 13) as u8).collect())
+                .collect();
+            let mut r = FrameReader::new(Chunked::new(frames(&bodies), chunk));
+            let (got, end) = read_all(&mut r);
+            proptest::prop_assert!(matches!(end, FrameReadError::Eof), "{:?}", end);
+            proptest::prop_assert_eq!(got, bodies);
+        }
+    }
+
     #[test]
     fn pipelined_large_frames_cost_one_read_each_and_small_ones_share_reads() {
         let large: Vec<Vec<u8>> = (0..50).map(|i| vec![i as u8; 10_000]).collect();
