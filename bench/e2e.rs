@@ -85,7 +85,7 @@ pub fn run(common: &Common, args: &E2eArgs) -> wire::Result<Report> {
             stamp_values: true,
             worker,
         });
-    let handles = spawn_producers(plans.collect(), common.cpus.as_deref(), &produced)?;
+    let handles = spawn_producers(plans.collect(), cpus, &produced)?;
     let produce_elapsed = stats::run_workers(&produced, started, Some(args.duration), handles);
     let drained = drain(&produced, &consumed);
     // The run ends when the consumers hold every record, not when their last long poll expires.

@@ -156,6 +156,12 @@ async fn read_requests(
         let len = match select(rd.next_len(limit).boxed_local(), stop.clone()).await {
             Either::Left((Ok(len), _)) => len,
             Either::Left((Err(FrameReadError::Eof), _)) => return Close::Eof,
+            // Closed inside a length prefix: an end like one inside a body (below).
+            Either::Left((Err(FrameReadError::Io(e)), _))
+                if e.kind() == io::ErrorKind::UnexpectedEof =>
+            {
+                return Close::Eof;
+            }
             Either::Left((Err(FrameReadError::Refused(e)), _)) => {
                 return Close::Refused(e.to_string());
             }
