@@ -60,7 +60,6 @@ fn run(config: Config) -> Result<ExitCode, String> {
     }
     ensure_memlock(MEMLOCK_MIN_BYTES)?;
     raise_open_files_limit();
-    keep_freed_memory();
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
     // glommio opens files and directories with io_uring openat relative to no directory, so a
@@ -141,24 +140,6 @@ fn raise_soft_limit(resource: libc::__rlimit_resource_t, want: u64) -> u64 {
 fn raise_open_files_limit() {
     let open_files = raise_soft_limit(libc::RLIMIT_NOFILE, u64::MAX);
     tracing::debug!(open_files, "RLIMIT_NOFILE");
-}
-
-/// Bytes of free memory a glibc heap keeps instead of returning them to the kernel.
-const MALLOC_TRIM_THRESHOLD_BYTES: i32 = 64 << 20;
-/// Allocations up to this size come from the heap rather than a fresh mmap.
-const MALLOC_MMAP_THRESHOLD_BYTES: i32 = 32 << 20;
-
-/// By default glibc gives a heap's free top back to the kernel once it passes 128 KiB or so,
-/// and a shard that frees one 64 KiB request body before the next arrives then takes page
-/// faults and zeroes fresh pages for every request. Set before any shard thread starts.
-fn keep_freed_memory() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: mallopt only changes allocator parameters; no allocation is in progress on
-    // another thread yet.
-    unsafe {
-        libc::mallopt(libc::M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD_BYTES);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD_BYTES);
-    }
 }
 
 /// Raises the soft locked-memory limit to the hard one if needed; says what to change otherwise.
