@@ -213,17 +213,18 @@ pub fn run(args: &LimitsArgs) -> (Value, u64) {
         args.test_seconds,
         dir.display()
     );
-    let tcp = loopback_bandwidth(test)
-        .map_err(|e| note("loopback bandwidth", e))
-        .ok();
-    let rtt = loopback_round_trip(test)
-        .map_err(|e| note("loopback round trip", e))
-        .ok();
-    let memcpy = memcpy_bandwidth(test);
+    let everything = !args.disk_only;
+    let tcp = everything
+        .then(|| loopback_bandwidth(test).map_err(|e| note("loopback bandwidth", e)))
+        .and_then(Result::ok);
+    let rtt = everything
+        .then(|| loopback_round_trip(test).map_err(|e| note("loopback round trip", e)))
+        .and_then(Result::ok);
+    let memcpy = everything.then(|| memcpy_bandwidth(test));
     let free_before = mem_free_mb();
-    let cache = sequential_write(dir, test, false)
-        .map_err(|e| note("page-cache write", e))
-        .ok();
+    let cache = everything
+        .then(|| sequential_write(dir, test, false).map_err(|e| note("page-cache write", e)))
+        .and_then(Result::ok);
     let seq = sequential_write(dir, test, true)
         .map_err(|e| note("sequential write", e))
         .ok();
@@ -238,7 +239,7 @@ pub fn run(args: &LimitsArgs) -> (Value, u64) {
         "loopback_tcp_send_cpu_s_per_gb": tcp.as_ref().map(|p| p.send_cpu_s_per_gb),
         "loopback_tcp_recv_cpu_s_per_gb": tcp.as_ref().map(|p| p.recv_cpu_s_per_gb),
         "loopback_rtt_us": rtt.map(|(p50, p99, max)| json!({"p50": p50, "p99": p99, "max": max})),
-        "memcpy_mb_per_s": mb(memcpy),
+        "memcpy_mb_per_s": memcpy.map(mb),
         "disk_dir": dir.display().to_string(),
         "mem_free_mb": free_before,
         "page_cache_write_mb_per_s": cache.as_ref().map(|p| mb(p.bytes_per_s)),

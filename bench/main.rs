@@ -179,6 +179,10 @@ pub struct LimitsArgs {
     /// Seconds per probe.
     #[arg(long, default_value_t = 2.0)]
     pub test_seconds: f64,
+    /// Only the disk probes (sequential write + fdatasync, fdatasync after a 4 KiB append): to
+    /// probe the disk again right before a durable workload, in the state that workload meets.
+    #[arg(long)]
+    pub disk_only: bool,
 }
 
 fn install_sigint(stop: &Arc<AtomicBool>) {
