@@ -7,12 +7,12 @@
 //! (31,000 faults in an 8 s run against mimalloc's 2,600); mimalloc's per-thread, size-classed
 //! pages do not, and its frees are cheaper. Measured side by side in `bench/README.md`.
 //!
-//! Why: the `kafka-protocol` decoder sizes a `Vec` from an array count read off the wire before it
-//! checks that the bytes are there. A 20-byte request claiming 2^31 topics would ask for hundreds
-//! of GiB, and a refused allocation aborts the process. With a lazy mapping the reservation costs
-//! only address space; the decoder fails on the missing bytes a few elements later and the mapping
-//! is returned whole. Legitimate large buffers (a 100 MiB request) behave as before: pages are
-//! committed as they are touched.
+//! Why the lazy mappings: the `kafka-protocol` decoder sizes a `Vec` from an array count read off
+//! the wire before it checks that the bytes are there. A 20-byte request claiming 2^31 topics
+//! would ask for hundreds of GiB, and a refused allocation aborts the process. With a lazy mapping
+//! the reservation costs only address space; the decoder fails on the missing bytes a few elements
+//! later and the mapping is returned whole. Legitimate large buffers (a 100 MiB request) behave as
+//! before: pages are committed as they are touched.
 
 use std::alloc::{GlobalAlloc, Layout};
 
