@@ -77,6 +77,17 @@ pub struct Config {
     #[arg(long, env = "SABLE_RETENTION_BYTES", default_value_t = -1, allow_negative_numbers = true)]
     pub retention_bytes: i64,
 
+    /// Bytes of zeros kept written past the end of a partition that takes lone acks=all
+    /// appends, so each one's O_DSYNC write lands on blocks that exist and syncs the data alone;
+    /// 0 turns it off (Sable's own setting; at most 4 MiB).
+    #[arg(
+        long,
+        env = "SABLE_LOG_WRITE_AHEAD_BYTES",
+        default_value_t = crate::log::WRITE_AHEAD_DEFAULT_BYTES,
+        value_parser = clap::value_parser!(u64).range(0..=crate::log::WRITE_AHEAD_MAX_BYTES)
+    )]
+    pub log_write_ahead_bytes: u64,
+
     /// Background flush interval in ms for acks=0/1 data. acks=all is always fsynced before the
     /// answer; 0 disables the background flush (Kafka: log.flush.interval.ms).
     #[arg(long, env = "SABLE_FLUSH_INTERVAL_MS", default_value_t = 1000)]

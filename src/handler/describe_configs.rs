@@ -51,6 +51,7 @@ pub fn broker_defaults(config: &Config) -> BrokerDefaults {
             index_interval_bytes: crate::limits::INDEX_INTERVAL_BYTES,
             retention_ms: config.retention_ms,
             retention_bytes: config.retention_bytes,
+            write_ahead_bytes: config.log_write_ahead_bytes,
         },
         message_max_bytes: config.message_max_bytes,
     }

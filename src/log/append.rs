@@ -344,7 +344,9 @@ impl PartitionLog {
                 self.fail_on_sync_error(&e);
             }
             // Nothing was accounted; trim whatever part of the write landed so the file ends
-            // where the log does. Recovery would trim it too.
+            // where the log does (zeros written ahead go too). Recovery would trim it too.
+            self.write_ahead
+                .forget(self.state.borrow().active().base_offset);
             let _ = file.truncate(position).await;
             let e = LogError::from(e);
             for (member, _) in &done.members {
@@ -353,13 +355,14 @@ impl PartitionLog {
             *chunk = Chunk::new(self.state.borrow().high_watermark, 0);
             return Err(e);
         }
-        {
+        let (active_base, log_end) = {
             let mut state = self.state.borrow_mut();
             let interval = self.config.borrow().index_interval_bytes;
             let active = state.active_mut();
             for (at, header) in &done.batches {
                 active.on_batch(header, position + *at as u64, interval);
             }
+            let written = (active.base_offset, active.size_bytes);
             assert_eq!(active.next_offset, done.next_offset);
             assert!(
                 done.next_offset > state.high_watermark,
@@ -370,7 +373,9 @@ impl PartitionLog {
             for (_, header) in &done.batches {
                 producers.on_written(header);
             }
-        }
+            written
+        };
+        self.after_write(active_base, log_end, durably);
         let write_seq = self.sync.written_seq.get() + 1;
         self.sync.written_seq.set(write_seq);
         if durably {
@@ -410,6 +415,9 @@ impl PartitionLog {
     async fn roll(&self, base_offset: i64) -> Result<(), LogError> {
         let old_file = Rc::clone(&self.state.borrow().active().file);
         old_file.end_durable_writes();
+        let cut_zeros = self
+            .write_ahead
+            .forget(self.state.borrow().active().base_offset);
         if self.sync.synced_seq.get() < self.sync.written_seq.get() {
             self.sync.unsynced_rolled.borrow_mut().push(old_file);
         }
@@ -426,7 +434,7 @@ impl PartitionLog {
             state.segments.push(segment);
         }
         if let Some(log) = self.me.upgrade() {
-            file::spawn_detached(async move { log.finish_roll(old_base).await });
+            file::spawn_detached(async move { log.finish_roll(old_base, cut_zeros).await });
         }
         tracing::debug!(dir = %self.dir.display(), base_offset, "rolled segment");
         Ok(())
@@ -434,11 +442,24 @@ impl PartitionLog {
 
     /// What a restart wants after a roll, off the write path: the rolled segment's final indexes
     /// (rebuilt by a scan when missing) and a producer snapshot (open ignores one past the
-    /// recovered log end, so one describing batches a power loss took is harmless).
-    async fn finish_roll(&self, base_offset: i64) {
+    /// recovered log end, so one describing batches a power loss took is harmless). With
+    /// `cut_zeros`, the zeros written ahead of the segment's end are cut off first.
+    async fn finish_roll(&self, base_offset: i64, cut_zeros: bool) {
         let _housekeeping = self.housekeeping.lock().await;
         if self.state.borrow().closed {
-            return; // close wrote everything.
+            return; // close wrote everything; recovery cuts zeros close left.
+        }
+        if cut_zeros {
+            let segment = self.state.borrow().segments.iter().find_map(|s| {
+                (s.base_offset == base_offset).then(|| (Rc::clone(&s.file), s.size_bytes))
+            });
+            // Retention may have deleted the segment meanwhile.
+            if let Some((file, size_bytes)) = segment
+                && let Err(e) = file.truncate(size_bytes).await
+            {
+                // Recovery cuts them at the next open.
+                tracing::warn!(dir = %self.dir.display(), base_offset, error = %e, "cutting the zeros past a rolled segment's end failed");
+            }
         }
         let mut result = self.persist_indexes(base_offset).await;
         if result.is_ok() {

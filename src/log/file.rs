@@ -38,6 +38,17 @@ impl SegmentFile {
         })
     }
 
+    /// Opens an existing file for writing only, never creating it: a descriptor of its own
+    /// whose fdatasync reports writeback errors to nobody else (`ahead`).
+    pub async fn open_existing(path: &Path) -> io::Result<SegmentFile> {
+        let file = OpenOptions::new().write(true).buffered_open(path).await?;
+        Ok(SegmentFile {
+            file,
+            path: path.to_path_buf(),
+            dsync: RefCell::new(None),
+        })
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -349,6 +360,12 @@ where
     F: std::future::Future<Output = T>,
 {
     glommio::LocalExecutor::default().run(future)
+}
+
+/// Sleeps without blocking the shard; the log's tests wait for background work with it.
+#[cfg(test)]
+pub(crate) async fn sleep_ms(ms: u64) {
+    glommio::timer::sleep(std::time::Duration::from_millis(ms)).await;
 }
 
 /// Spawns a task on the current shard; the log's tests use it to race appends.

@@ -12,6 +12,7 @@
 //! * `offset_for_timestamp(ts)` / `max_timestamp()` for ListOffsets.
 //! * `close().await` flushes and writes the clean-shutdown marker; `delete().await` removes it all.
 
+mod ahead;
 mod append;
 pub mod file;
 mod index;
@@ -31,6 +32,7 @@ use bytes::Bytes;
 use crate::limits::{INDEX_INTERVAL_BYTES, SEGMENT_SIZE_DEFAULT_BYTES};
 use crate::types::{Acks, Offset};
 
+pub use ahead::WRITE_AHEAD_MAX_BYTES;
 pub use file::SegmentFile;
 use notify::{FifoLock, Notify};
 pub use producer::ActiveProducer;
@@ -46,6 +48,9 @@ pub const SEGMENT_SIZE_MAX_BYTES: u64 = i32::MAX as u64;
 const _: () = assert!(
     SEGMENT_SIZE_MAX_BYTES + crate::limits::REQUEST_SIZE_MAX_BYTES as u64 <= u32::MAX as u64
 );
+
+/// `LogConfig::write_ahead_bytes` unless configured.
+pub const WRITE_AHEAD_DEFAULT_BYTES: u64 = 256 * 1024;
 
 /// Per-partition settings; Kafka's topic config names in the docs.
 #[derive(Clone, Debug)]
@@ -63,6 +68,10 @@ pub struct LogConfig {
     /// retention.bytes: old segments are deleted while the partition is larger than this.
     /// -1 (the default) means no size limit.
     pub retention_bytes: i64,
+    /// Bytes of zeros kept written past the log end while the partition takes lone acks=all
+    /// appends, so their O_DSYNC writes land on blocks that exist (`ahead`); 0 turns it off.
+    /// Sable's own setting, default 256 KiB, at most `WRITE_AHEAD_MAX_BYTES`.
+    pub write_ahead_bytes: u64,
 }
 
 impl Default for LogConfig {
@@ -73,6 +82,7 @@ impl Default for LogConfig {
             index_interval_bytes: INDEX_INTERVAL_BYTES,
             retention_ms: 7 * 24 * 60 * 60 * 1000,
             retention_bytes: -1,
+            write_ahead_bytes: WRITE_AHEAD_DEFAULT_BYTES,
         }
     }
 }
@@ -218,6 +228,8 @@ pub struct PartitionLog {
     /// outside the write lock (after a roll, by retention), and by `close`: those writes never
     /// race each other, a deletion or the final flush. Taken after `write_lock` when both are.
     housekeeping: FifoLock,
+    /// Zeros written past the active segment's end for lone durable writes.
+    write_ahead: ahead::WriteAhead,
 }
 
 fn now_ms() -> i64 {
@@ -233,6 +245,7 @@ impl PartitionLog {
         leader_epoch: i32,
     ) -> Result<Rc<PartitionLog>, LogError> {
         assert!(config.segment_bytes > 0 && config.segment_bytes <= SEGMENT_SIZE_MAX_BYTES);
+        assert!(config.write_ahead_bytes <= WRITE_AHEAD_MAX_BYTES);
         file::create_dir_all(&dir).await?;
         let marker = dir.join(CLEAN_SHUTDOWN_FILE);
         let clean = file::exists(&marker).await?;
@@ -286,6 +299,7 @@ impl PartitionLog {
             progress,
             producers: RefCell::new(producers),
             housekeeping: FifoLock::default(),
+            write_ahead: Default::default(),
         }))
     }
 
@@ -326,6 +340,7 @@ impl PartitionLog {
     /// retention pass uses them.
     pub fn set_config(&self, config: LogConfig) {
         assert!(config.segment_bytes > 0 && config.segment_bytes <= SEGMENT_SIZE_MAX_BYTES);
+        assert!(config.write_ahead_bytes <= WRITE_AHEAD_MAX_BYTES);
         *self.config.borrow_mut() = config;
     }
 
@@ -391,6 +406,19 @@ impl PartitionLog {
         self.state.borrow_mut().closed = true;
         // Long polls end now; their next read answers NOT_LEADER_OR_FOLLOWER-style errors or data.
         self.appended.notify_all();
+        // No fill writes zeros after this (it takes the write lock, then sees `closed`).
+        let (active_base, active_file, active_end) = {
+            let state = self.state.borrow();
+            let active = state.active();
+            (
+                active.base_offset,
+                Rc::clone(&active.file),
+                active.size_bytes,
+            )
+        };
+        if self.write_ahead.forget(active_base) {
+            active_file.truncate(active_end).await?;
+        }
         self.sync_through(self.sync.written_seq.get(), false)
             .await?;
         // After any index and snapshot writes a roll left running.

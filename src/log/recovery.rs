@@ -9,6 +9,7 @@ use std::path::Path;
 use std::rc::Rc;
 
 use super::LogError;
+use super::ahead::WRITE_AHEAD_MAX_BYTES;
 use super::file::{self, SegmentFile};
 use super::index::{INDEX_FILE_SIZE_MAX_BYTES, OffsetIndex, TimeIndex};
 use super::producer::{ProducerStateTable, SNAPSHOT_FILE, SNAPSHOT_SIZE_MAX_BYTES};
@@ -63,7 +64,17 @@ pub(crate) async fn open_segment(
     let (position, next_offset) = resume_point(&segment, file_bytes).await?;
     segment.resume_at(position, next_offset);
     let end = scan_forward(&mut segment, file_bytes, index_interval_bytes, mode).await?;
-    if let Some(reason) = end.stopped {
+    if end.stopped.is_some() && is_zeros(&segment.file, end.valid_bytes, file_bytes).await? {
+        // Zeros a crash left past the log end (`ahead`): not damage, in any segment.
+        tracing::debug!(
+            path = %path.display(),
+            valid_bytes = end.valid_bytes,
+            file_bytes,
+            "cutting the zeros written ahead of the last batch"
+        );
+        segment.file.truncate(end.valid_bytes).await?;
+        segment.file.fdatasync().await?;
+    } else if let Some(reason) = end.stopped {
         tracing::warn!(
             path = %path.display(),
             valid_bytes = end.valid_bytes,
@@ -79,6 +90,25 @@ pub(crate) async fn open_segment(
     segment.index_dirty = segment.index.encode() != index_bytes
         || segment.time_index_for_disk().encode() != time_index_bytes;
     Ok(segment)
+}
+
+/// True when [from, to) of the file holds only zeros and is no longer than the zeros a log
+/// writes ahead of its end can be (twice `WRITE_AHEAD_MAX_BYTES` plus a page).
+async fn is_zeros(file: &SegmentFile, from: u64, to: u64) -> io::Result<bool> {
+    if to <= from || to - from > 2 * WRITE_AHEAD_MAX_BYTES + 4096 {
+        return Ok(false);
+    }
+    let mut position = from;
+    while position < to {
+        let want = (to - position).min(SCAN_CHUNK_BYTES as u64) as usize;
+        let chunk = file.read_at(position, want).await?;
+        if chunk.is_empty() || chunk.iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        position += chunk.len() as u64;
+        file::yield_if_needed().await;
+    }
+    Ok(true)
 }
 
 /// Loads both index files, or empty indexes when either is missing or implausible.

@@ -21,6 +21,23 @@ fn small_config() -> LogConfig {
     }
 }
 
+/// For tests that cut or read a segment file by its length: no zeros written past the log end
+/// (`a_lone_writer_gets_zeros_written_ahead_and_recovery_cuts_them_after_a_crash` tests those).
+fn raw_file_config() -> LogConfig {
+    LogConfig {
+        write_ahead_bytes: 0,
+        ..LogConfig::default()
+    }
+}
+
+/// Waits until no fill of zeros ahead of the log end is running (they hold the write lock
+/// while writing).
+async fn settle_write_ahead(log: &PartitionLog) {
+    while log.write_ahead.filling() {
+        file::sleep_ms(1).await;
+    }
+}
+
 fn batch(timestamp: i64, value_bytes: usize) -> Bytes {
     Bytes::from(fixtures::simple(timestamp, value_bytes))
 }
@@ -166,7 +183,7 @@ fn recovery_truncates_every_torn_tail_of_the_last_two_batches() {
     let template = tempfile::tempdir().expect("tempdir");
     let config = LogConfig {
         index_interval_bytes: 150,
-        ..LogConfig::default()
+        ..raw_file_config()
     };
     build_crashed_log(template.path(), &config, 12);
     let log_path = segment_files(template.path(), ".log")
@@ -211,7 +228,7 @@ fn recovery_truncates_every_torn_tail_of_the_last_two_batches() {
 #[test]
 fn a_flipped_byte_in_the_last_batch_is_truncated_unless_shutdown_was_clean() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = LogConfig::default();
+    let config = raw_file_config();
     build_crashed_log(dir.path(), &config, 5);
     let log_path = segment_files(dir.path(), ".log").pop().expect("a segment");
     let mut bytes = std::fs::read(&log_path).expect("read");
@@ -454,6 +471,7 @@ fn concurrent_acks_all_appends_share_syncs_and_keep_call_order() {
             "{syncs} syncs for {producers} appends"
         );
         assert_eq!(log.sync.synced_seq.get(), log.sync.written_seq.get());
+        settle_write_ahead(&log).await;
         assert!(!log.write_lock.is_held());
     });
 }
@@ -783,7 +801,7 @@ fn oversized_batches_get_their_own_segment_and_segment_ms_rolls() {
 #[test]
 fn garbage_after_the_last_batch_is_truncated() {
     let template = tempfile::tempdir().expect("tempdir");
-    let config = LogConfig::default();
+    let config = raw_file_config();
     build_crashed_log(template.path(), &config, 3);
     let log_name = segment_files(template.path(), ".log")
         .pop()
@@ -1119,5 +1137,128 @@ fn a_roll_defers_the_old_segments_sync_to_the_next_acks_all_append() {
         );
         assert!(log.sync.unsynced_rolled.borrow().is_empty());
         assert_eq!(log.sync.synced_seq.get(), log.sync.written_seq.get());
+    });
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).expect("stat").len()
+}
+
+/// Whether every byte of `path` from `from` to its end is zero.
+fn zeros_from(path: &Path, from: u64) -> bool {
+    let bytes = std::fs::read(path).expect("read");
+    bytes[from as usize..].iter().all(|&b| b == 0)
+}
+
+#[test]
+fn a_lone_writer_gets_zeros_written_ahead_and_recovery_cuts_them_after_a_crash() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = LogConfig::default();
+    let ahead = config.write_ahead_bytes;
+    assert!(ahead > 0, "on by default");
+    let path = dir.path().join(segment::file_name(0, LOG_SUFFIX));
+    run_local(async {
+        let log = open(dir.path(), &config).await;
+        // A lone acks=all append is written through and starts a fill past its end.
+        log.append(batch(0, 100), Acks::All).await.expect("append");
+        assert_eq!(log.sync.write_throughs.get(), 1);
+        settle_write_ahead(&log).await;
+        assert_eq!(log.write_ahead.fills(), 1);
+        let end = log.size_bytes();
+        let filled_to = end.next_multiple_of(4096) + ahead;
+        assert_eq!(file_len(&path), filled_to);
+        assert!(zeros_from(&path, end));
+        assert_eq!(ahead::shard_ahead_bytes(), filled_to - end);
+        // Later writes land on the zeros: the file does not grow, the count shrinks.
+        for i in 1..6 {
+            let acks = if i % 2 == 0 { Acks::Leader } else { Acks::All };
+            log.append(batch(i, 100), acks).await.expect("append");
+        }
+        settle_write_ahead(&log).await;
+        assert_eq!(log.write_ahead.fills(), 1, "still more than enough ahead");
+        assert_eq!(file_len(&path), filled_to);
+        assert_eq!(ahead::shard_ahead_bytes(), filled_to - log.size_bytes());
+        let (_, headers) = read_bytes(&log, 0, u64::MAX).await;
+        assert_eq!(
+            headers.len(),
+            6,
+            "reads stop at the log end, not the file's"
+        );
+        // Dropped without close: a crash with the zeros on disk.
+    });
+    run_local(async {
+        let log = open(dir.path(), &config).await;
+        assert_eq!(log.high_watermark(), Offset(6));
+        assert_eq!(file_len(&path), log.size_bytes(), "recovery cut the zeros");
+        let (_, headers) = read_bytes(&log, 0, u64::MAX).await;
+        let timestamps: Vec<i64> = headers.iter().map(|h| h.max_timestamp).collect();
+        assert_eq!(timestamps, (0..6).collect::<Vec<_>>());
+        // Writes continue where the log ends, and close cuts the zeros they brought.
+        log.append(batch(6, 100), Acks::All).await.expect("append");
+        settle_write_ahead(&log).await;
+        assert!(file_len(&path) > log.size_bytes());
+        log.close().await.expect("close");
+        assert_eq!(file_len(&path), log.size_bytes());
+        assert_eq!(ahead::shard_ahead_bytes(), 0);
+    });
+    // Off: nothing past the end.
+    let off = tempfile::tempdir().expect("tempdir");
+    run_local(async {
+        let log = open(off.path(), &raw_file_config()).await;
+        log.append(batch(0, 100), Acks::All).await.expect("append");
+        settle_write_ahead(&log).await;
+        assert_eq!(log.write_ahead.fills(), 0);
+        let path = off.path().join(segment::file_name(0, LOG_SUFFIX));
+        assert_eq!(file_len(&path), log.size_bytes());
+    });
+}
+
+#[test]
+fn a_roll_cuts_the_zeros_past_the_rolled_segment_and_recovery_cuts_any_left_in_any_segment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = small_config();
+    run_local(async {
+        let log = open(dir.path(), &config).await;
+        log.append(batch(0, 100), Acks::All).await.expect("append");
+        settle_write_ahead(&log).await;
+        assert_eq!(log.write_ahead.fills(), 1);
+        let first = dir.path().join(segment::file_name(0, LOG_SUFFIX));
+        assert!(file_len(&first) > log.size_bytes());
+        // Fill the 1000-byte segment until it rolls.
+        let mut i = 1;
+        while log.state.borrow().segment_count() == 1 {
+            log.append(batch(i, 200), Acks::All).await.expect("append");
+            i += 1;
+        }
+        let first_size = log.state.borrow().segments[0].size_bytes;
+        // The roll's background task cuts the old file at its last batch.
+        let mut waited_ms = 0;
+        while file_len(&first) != first_size {
+            assert!(waited_ms < 10_000, "the rolled segment keeps its zeros");
+            file::sleep_ms(1).await;
+            waited_ms += 1;
+        }
+        settle_write_ahead(&log).await;
+        log.close().await.expect("close");
+    });
+    // A crash between a roll and that cut leaves zeros past a segment that is no longer the
+    // last one: open cuts them there too, and reads every batch.
+    let segments = segment_files(dir.path(), LOG_SUFFIX);
+    assert!(segments.len() >= 2);
+    let first_len = file_len(&segments[0]);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segments[0])
+        .expect("open");
+    file.set_len(first_len + 300_000)
+        .expect("extend with zeros");
+    drop(file);
+    std::fs::remove_file(dir.path().join(CLEAN_SHUTDOWN_FILE)).expect("unclean");
+    run_local(async {
+        let log = open(dir.path(), &config).await;
+        assert_eq!(file_len(&segments[0]), first_len);
+        let (_, headers) = read_bytes(&log, 0, u64::MAX).await;
+        assert_eq!(headers.len() as i64, log.high_watermark().0);
+        assert!(log.high_watermark().0 >= 2);
     });
 }

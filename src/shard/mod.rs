@@ -184,6 +184,7 @@ async fn shard_main(
         index_interval_bytes: crate::limits::INDEX_INTERVAL_BYTES,
         retention_ms: config.retention_ms,
         retention_bytes: config.retention_bytes,
+        write_ahead_bytes: config.log_write_ahead_bytes,
     };
     let shard = Rc::new(Shard {
         ctx: ctx.clone(),
