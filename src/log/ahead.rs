@@ -207,3 +207,64 @@ impl PartitionLog {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zeros_are_written_ahead_only_while_the_log_grows_slowly() {
+        let ahead = WriteAhead::default();
+        assert!(
+            ahead.measure_rate(0, 0, 0),
+            "the first write finds a slow log"
+        );
+        assert!(
+            ahead.measure_rate(10, 0, 1 << 20),
+            "the interval is not over yet"
+        );
+        // 1 MiB in 30 ms is 35 MB/s.
+        assert!(!ahead.measure_rate(30, 0, 1 << 20));
+        assert!(
+            !ahead.measure_rate(40, 0, 1 << 20),
+            "kept until the next interval ends"
+        );
+        // 1,000 bytes in the 30 ms since: slow again.
+        assert!(ahead.measure_rate(60, 0, (1 << 20) + 1000));
+        // 100 MiB 10 ms later, but the interval is not over: still slow. A roll then starts a
+        // new interval at the new segment and keeps the verdict; the 100 MiB are not counted.
+        assert!(ahead.measure_rate(70, 0, 100 << 20));
+        assert!(ahead.measure_rate(71, 5, 0));
+        assert_eq!(ahead.rate_mark.get(), Some((71, 5, 0)));
+        assert!(ahead.measure_rate(100, 5, 1000));
+    }
+
+    #[test]
+    fn the_shard_count_follows_writes_fills_and_forgetting() {
+        let base = SHARD_AHEAD_BYTES.with(Cell::get);
+        let ahead = WriteAhead::default();
+        ahead.segment.set(Some(0));
+        ahead.written_to.set(300_000);
+        ahead.recount(0, 100_000);
+        assert_eq!(shard_ahead_bytes(), base + 200_000);
+        ahead.recount(0, 250_000);
+        assert_eq!(shard_ahead_bytes(), base + 50_000);
+        ahead.recount(0, 400_000);
+        assert_eq!(shard_ahead_bytes(), base, "written past the zeros");
+        ahead.recount(0, 100_000);
+        assert!(!ahead.forget(7), "another segment has none");
+        assert_eq!(shard_ahead_bytes(), base);
+        ahead.recount(0, 100_000);
+        assert!(ahead.forget(0));
+        assert_eq!(ahead.written_to(0), 0);
+        ahead.recount(0, 100_000);
+        drop(ahead);
+        assert_eq!(shard_ahead_bytes(), base);
+        let dropped = WriteAhead::default();
+        dropped.segment.set(Some(0));
+        dropped.written_to.set(8192);
+        dropped.recount(0, 0);
+        drop(dropped);
+        assert_eq!(shard_ahead_bytes(), base, "a dropped log stops counting");
+    }
+}
