@@ -178,14 +178,19 @@ fn mem_free_mb() -> Option<f64> {
     Some(kib * 1024.0 / 1e6)
 }
 
-/// fdatasync latency after each 4 KiB append: (p50, p99, max) in microseconds, samples.
-fn append_sync_latency(dir: &Path, test: Duration) -> io::Result<(u64, u64, u64, u64)> {
+/// fdatasync latency after each 4 KiB append, for `test` or until `samples_max` syncs:
+/// (p50, p99, max) in microseconds, samples.
+fn append_sync_latency(
+    dir: &Path,
+    test: Duration,
+    samples_max: usize,
+) -> io::Result<(u64, u64, u64, u64)> {
     let (f, path) = scratch_file(dir, "sync")?;
     let block = vec![9u8; SYNC_APPEND_BYTES];
     let mut h = new_histogram();
     let started = Instant::now();
     let mut end = 0u64;
-    while started.elapsed() < test && (h.len() as usize) < SYNC_SAMPLES_MAX {
+    while started.elapsed() < test && (h.len() as usize) < samples_max {
         f.write_all_at(&block, end)?;
         end += block.len() as u64;
         let t = Instant::now();
@@ -228,7 +233,11 @@ pub fn run(args: &LimitsArgs) -> (Value, u64) {
     let seq = sequential_write(dir, test, true)
         .map_err(|e| note("sequential write", e))
         .ok();
-    let sync = append_sync_latency(dir, test)
+    let (sync_test, sync_samples_max) = match args.sync_seconds {
+        Some(seconds) => (Duration::from_secs_f64(seconds), usize::MAX),
+        None => (test, SYNC_SAMPLES_MAX),
+    };
+    let sync = append_sync_latency(dir, sync_test, sync_samples_max)
         .map_err(|e| note("fdatasync latency", e))
         .ok();
     let mb = |v: f64| v / 1e6;

@@ -177,8 +177,14 @@ pub struct LimitsArgs {
     #[arg(long, default_value = ".")]
     pub dir: PathBuf,
     /// Seconds per probe.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 2.0, value_parser = seconds)]
     pub test_seconds: f64,
+    /// Seconds of the fdatasync-after-append probe, with no cap on its samples (by default it
+    /// runs --test-seconds or 5,000 syncs, whichever ends first). To compare with a workload's
+    /// p99, give it the workload's duration: a disk whose syncs stall now and then shows it only
+    /// over as long a window.
+    #[arg(long, value_parser = seconds)]
+    pub sync_seconds: Option<f64>,
     /// Only the disk probes (sequential write + fdatasync, fdatasync after a 4 KiB append): to
     /// probe the disk again right before a durable workload, in the state that workload meets.
     #[arg(long)]
@@ -190,6 +196,16 @@ fn install_sigint(stop: &Arc<AtomicBool>) {
     // A second Ctrl-C exits at once; the first asks the workers to drain and report.
     let _ = signal_hook::flag::register_conditional_shutdown(SIGINT, 130, stop.clone());
     let _ = signal_hook::flag::register(SIGINT, stop.clone());
+}
+
+/// A probe's length: positive and at most a day (Duration::from_secs_f64 panics on what is not).
+fn seconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if v.is_finite() && v > 0.0 && v <= 86_400.0 {
+        Ok(v)
+    } else {
+        Err(format!("{s} is not between 0 and 86400 seconds"))
+    }
 }
 
 /// Records per batch: at least one (an empty batch is invalid), at most a million.

@@ -81,6 +81,7 @@ run() {
 
 run limits         '["memcpy_mb_per_s"]' -- limits --test-seconds 0.2 --dir "$WORK"
 run limits-disk    '["seq_write_fdatasync_mb_per_s"]' -- limits --disk-only --test-seconds 0.2 --dir "$WORK"
+run limits-sync    '["fdatasync_4k_append_us"]["samples"]' -- limits --disk-only --test-seconds 0.1 --sync-seconds 0.3 --dir "$WORK"
 run produce-acks1  '["records"]' -- produce --topic smoke --count 20000 --acks 1
 run produce-acksall '["records"]' -- produce --topic smoke --count 5000 --acks all --batch-records 10
 run produce-acks0  '["records"]' -- produce --topic smoke --count 5000 --acks 0
