@@ -68,6 +68,20 @@ async fn metrics_move_with_traffic() {
     );
     assert!(sum(&after, "sable_mesh_messages_received_total", &[]) >= 1.0);
     assert!(sum(&after, "sable_connections_active", &[]) >= 1.0);
+    // The producer's acks=all sends, one at a time, are lone durable writes: a background task
+    // writes zeros past their partitions' ends, and the gauge shows them.
+    let started = std::time::Instant::now();
+    loop {
+        let now = parse_metrics(&b.scrape());
+        if sum(&now, "sable_log_write_ahead_bytes", &[]) > 0.0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < WAIT_MAX,
+            "no zeros written ahead: {now:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 #[test]

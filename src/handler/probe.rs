@@ -143,6 +143,8 @@ pub struct ShardMetrics {
     pub partitions: u64,
     pub segments: u64,
     pub log_bytes: u64,
+    /// Zeros written past the log ends of the shard's partitions (`log::ahead`).
+    pub write_ahead_bytes: u64,
     /// (group state, groups).
     pub groups: Vec<(&'static str, u64)>,
 }
@@ -190,6 +192,7 @@ pub fn snapshot(ctx: &Context) -> ShardMetrics {
         m.segments += log.segment_count() as u64;
         m.log_bytes += log.size_bytes();
     }
+    m.write_ahead_bytes = crate::log::shard_write_ahead_bytes();
     let mut groups: BTreeMap<&'static str, u64> = BTreeMap::new();
     for g in ctx.groups.manager.borrow().list(&[]) {
         *groups.entry(g.state.name()).or_default() += 1;
@@ -322,6 +325,12 @@ pub fn render(shards: &[ShardMetrics]) -> String {
             "gauge",
             "Bytes of record data in the open partitions.",
             |s| s.log_bytes.to_string(),
+        ),
+        (
+            "sable_log_write_ahead_bytes",
+            "gauge",
+            "Zeros written past the log ends of partitions taking lone acks=all appends.",
+            |s| s.write_ahead_bytes.to_string(),
         ),
     ];
     for (name, kind, help, value) in scalars {

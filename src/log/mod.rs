@@ -32,7 +32,7 @@ use bytes::Bytes;
 use crate::limits::{INDEX_INTERVAL_BYTES, SEGMENT_SIZE_DEFAULT_BYTES};
 use crate::types::{Acks, Offset};
 
-pub use ahead::WRITE_AHEAD_MAX_BYTES;
+pub use ahead::{WRITE_AHEAD_MAX_BYTES, shard_ahead_bytes as shard_write_ahead_bytes};
 pub use file::SegmentFile;
 use notify::{FifoLock, Notify};
 pub use producer::ActiveProducer;
