@@ -101,9 +101,13 @@ impl WriteAhead {
 
     /// Counts the zeros past `log_end` in the shard's total.
     fn recount(&self, base_offset: i64, log_end: u64) {
-        let ahead = self.written_to(base_offset).saturating_sub(log_end);
-        let before = self.counted.replace(ahead);
-        SHARD_AHEAD_BYTES.with(|total| total.set(total.get() - before + ahead));
+        self.set_counted(self.written_to(base_offset).saturating_sub(log_end));
+    }
+
+    /// What this log adds to `SHARD_AHEAD_BYTES`: the one place the total changes.
+    fn set_counted(&self, bytes: u64) {
+        let before = self.counted.replace(bytes);
+        SHARD_AHEAD_BYTES.with(|total| total.set(total.get() - before + bytes));
     }
 
     /// Forgets the zeros (the file was or is about to be cut at its log end). Returns whether the
@@ -114,8 +118,7 @@ impl WriteAhead {
             self.segment.set(None);
             self.written_to.set(0);
         }
-        let before = self.counted.replace(0);
-        SHARD_AHEAD_BYTES.with(|total| total.set(total.get() - before));
+        self.set_counted(0);
         had
     }
 
@@ -133,8 +136,7 @@ impl WriteAhead {
 impl Drop for WriteAhead {
     /// A log dropped without close (a partition moved away, or a test's crash) stops counting.
     fn drop(&mut self) {
-        let counted = self.counted.get();
-        SHARD_AHEAD_BYTES.with(|total| total.set(total.get() - counted));
+        self.set_counted(0);
     }
 }
 
