@@ -258,7 +258,7 @@ fn a_flipped_byte_in_the_last_batch_is_truncated_unless_shutdown_was_clean() {
         dir.path().join(CLEAN_SHUTDOWN_FILE).exists(),
         "close writes the marker"
     );
-    assert!(std::fs::metadata(&log_path).expect("stat").len() < bytes.len() as u64);
+    assert!(file_len(&log_path) < bytes.len() as u64);
 }
 
 #[test]
@@ -333,7 +333,7 @@ fn missing_short_and_garbage_indexes_are_rebuilt() {
     let damage: [&dyn Fn(&Path); 3] = [
         &|p| std::fs::remove_file(p).expect("remove"),
         &|p| {
-            let len = std::fs::metadata(p).expect("stat").len();
+            let len = file_len(p);
             std::fs::OpenOptions::new()
                 .write(true)
                 .open(p)
@@ -809,9 +809,7 @@ fn garbage_after_the_last_batch_is_truncated() {
         .file_name()
         .expect("name")
         .to_owned();
-    let valid_len = std::fs::metadata(template.path().join(&log_name))
-        .expect("stat")
-        .len();
+    let valid_len = file_len(&template.path().join(&log_name));
     let work = tempfile::tempdir().expect("tempdir");
     // A small deterministic generator: the cases are data, reproducible without a seed file.
     let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -843,7 +841,7 @@ fn garbage_after_the_last_batch_is_truncated() {
         });
         let appended_len = batch(9, 10).len() as u64;
         assert_eq!(
-            std::fs::metadata(&path).expect("stat").len(),
+            file_len(&path),
             valid_len + appended_len,
             "the garbage was cut before the new batch"
         );
@@ -1053,7 +1051,7 @@ fn retention_deletes_old_and_excess_segments_but_never_the_active_one() {
         log.enforce_retention(0).await.unwrap();
         let kept: u64 = segment_files(dir.path(), ".log")
             .iter()
-            .map(|p| std::fs::metadata(p).unwrap().len())
+            .map(|p| file_len(p))
             .sum();
         assert!(kept <= 1_500 + 1_000, "kept {kept} bytes");
         let start = log.log_start_offset();
