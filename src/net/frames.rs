@@ -11,6 +11,7 @@ use std::io;
 use bytes::{Buf, Bytes, BytesMut};
 use futures::{AsyncRead, AsyncReadExt};
 
+use super::recycle;
 use crate::protocol::frame::{FrameError, frame_body_len};
 
 /// Most bytes read past the frame being read. Bounds the copy a large frame pays when it
@@ -98,21 +99,21 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             self.ahead.advance(4);
             return Ok(self.ahead.split_to(len).freeze());
         }
-        // Large: a buffer of its own, with room for the next frame's length prefix.
-        let mut body = BytesMut::zeroed(len + 4);
+        // Large: a buffer of its own, with room for the next frame's length prefix; recycled,
+        // so it is not zeroed for every body.
+        let mut body = recycle::take(len + 4);
         let mut got = self.ahead.len() - 4;
         body[..got].copy_from_slice(&self.ahead[4..]);
         self.ahead.clear();
         while got < len {
-            let n = self.rd.read(&mut body[got..]).await?;
+            let n = self.rd.read(&mut body[got..len + 4]).await?;
             if n == 0 {
                 return Err(cut_short());
             }
             got += n;
         }
         self.ahead.extend_from_slice(&body[len..got]);
-        body.truncate(len);
-        Ok(body.freeze())
+        Ok(recycle::freeze(body, len))
     }
 }
 

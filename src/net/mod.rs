@@ -9,6 +9,7 @@
 //! which is Kafka's one-at-a-time behaviour.
 
 mod frames;
+mod recycle;
 pub mod send;
 
 use std::cell::{Cell, RefCell};
