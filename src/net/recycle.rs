@@ -9,7 +9,7 @@
 //!
 //! Buffers come in size classes a quarter of a power of two apart, so bodies of similar size
 //! reuse each other's buffers and a reused buffer is at most 25 % larger than needed. The pool
-//! is per thread (a shard's bodies are freed on that shard) and bounded in count and bytes; a
+//! is per thread (a shard's bodies are freed on that shard) and bounded in bytes; a
 //! buffer that does not fit is freed.
 
 use std::cell::RefCell;
@@ -20,46 +20,56 @@ use bytes::Bytes;
 pub const RECYCLE_BUFFER_MAX_BYTES: usize = 4 << 20;
 /// Most bytes of idle buffers a shard keeps.
 pub const RECYCLE_POOL_MAX_BYTES: usize = 16 << 20;
-/// Most idle buffers a shard keeps: bounds the search for one that fits.
-pub const RECYCLE_POOL_MAX_BUFFERS: usize = 64;
 const _: () = assert!(RECYCLE_BUFFER_MAX_BYTES <= RECYCLE_POOL_MAX_BYTES);
 
-#[derive(Default)]
+/// Size classes per power of two: 2^k, 1.25·2^k, 1.5·2^k and 1.75·2^k.
+const CLASSES_PER_POWER: usize = 4;
+/// Size classes up to `RECYCLE_BUFFER_MAX_BYTES`, indexed by `class_of`.
+const CLASS_COUNT: usize = (RECYCLE_BUFFER_MAX_BYTES.ilog2() as usize + 1) * CLASSES_PER_POWER;
+
 struct Pool {
-    /// Idle buffers, each initialised over its whole length, sorted by length.
-    buffers: Vec<Vec<u8>>,
+    /// Idle buffers of each size class, each initialised over its whole length. A stack: the
+    /// buffer freed last, likely still in the CPU's cache, is reused first.
+    free: Vec<Vec<Vec<u8>>>,
     bytes: usize,
 }
 
 thread_local! {
-    static POOL: RefCell<Pool> = RefCell::default();
+    static POOL: RefCell<Pool> = RefCell::new(Pool {
+        free: (0..CLASS_COUNT).map(|_| Vec::new()).collect(),
+        bytes: 0,
+    });
 }
 
-/// The size class of `len`: the smallest of 2^k, 1.25·2^k, 1.5·2^k, 1.75·2^k that holds it.
-fn class_bytes(len: usize) -> usize {
-    if len <= 8 {
-        return len.max(1);
+/// The size class of `len`, the smallest class that holds it, with the class's index; lengths
+/// of at most `CLASSES_PER_POWER` bytes are their own class, with no index (never pooled).
+fn class_of(len: usize) -> (usize, Option<usize>) {
+    if len <= CLASSES_PER_POWER {
+        return (len, None);
     }
-    let power = 1usize << (usize::BITS - 1 - len.leading_zeros());
-    let step = power / 4;
-    len.div_ceil(step) * step
+    let mut power = len.ilog2() as usize;
+    let mut steps = len.div_ceil((1 << power) / CLASSES_PER_POWER);
+    if steps == 2 * CLASSES_PER_POWER {
+        power += 1;
+        steps = CLASSES_PER_POWER;
+    }
+    let bytes = steps * ((1 << power) / CLASSES_PER_POWER);
+    let index = power * CLASSES_PER_POWER + steps - CLASSES_PER_POWER;
+    (bytes, Some(index))
 }
 
 /// A buffer of at least `len` initialised bytes: an idle one of `len`'s size class if the
 /// shard has one, else a new zeroed one of that class.
 pub fn take(len: usize) -> Vec<u8> {
-    let want = class_bytes(len);
-    if want <= RECYCLE_BUFFER_MAX_BYTES {
+    let (want, index) = class_of(len);
+    if want <= RECYCLE_BUFFER_MAX_BYTES
+        && let Some(index) = index
+    {
         let reused = POOL.with(|pool| {
             let mut pool = pool.borrow_mut();
-            let at = pool.buffers.partition_point(|b| b.len() < want);
-            if pool.buffers.get(at).is_some_and(|b| b.len() == want) {
-                let buffer = pool.buffers.remove(at);
-                pool.bytes -= buffer.len();
-                Some(buffer)
-            } else {
-                None
-            }
+            let buffer = pool.free[index].pop()?;
+            pool.bytes -= buffer.len();
+            Some(buffer)
         });
         if let Some(buffer) = reused {
             return buffer;
@@ -90,18 +100,21 @@ impl Drop for Recycled {
     fn drop(&mut self) {
         let buffer = std::mem::take(&mut self.0);
         let len = buffer.len();
-        if len == 0 || len > RECYCLE_BUFFER_MAX_BYTES || len != class_bytes(len) {
+        if len > RECYCLE_BUFFER_MAX_BYTES {
+            return;
+        }
+        let (class, Some(index)) = class_of(len) else {
+            return;
+        };
+        if class != len {
             return;
         }
         // A thread being torn down has no pool any more: the buffer is simply freed.
         let _ = POOL.try_with(|pool| {
             let mut pool = pool.borrow_mut();
-            if pool.buffers.len() < RECYCLE_POOL_MAX_BUFFERS
-                && pool.bytes + len <= RECYCLE_POOL_MAX_BYTES
-            {
-                let at = pool.buffers.partition_point(|b| b.len() < len);
+            if pool.bytes + len <= RECYCLE_POOL_MAX_BYTES {
                 pool.bytes += len;
-                pool.buffers.insert(at, buffer);
+                pool.free[index].push(buffer);
             }
         });
     }
@@ -111,7 +124,7 @@ impl Drop for Recycled {
 fn idle() -> (usize, usize) {
     POOL.with(|pool| {
         let pool = pool.borrow();
-        (pool.buffers.len(), pool.bytes)
+        (pool.free.iter().map(Vec::len).sum(), pool.bytes)
     })
 }
 
@@ -121,12 +134,23 @@ mod tests {
 
     #[test]
     fn size_classes_hold_the_length_and_waste_at_most_a_quarter() {
-        for len in (1..100_000).chain([1 << 20, (1 << 20) + 1, 5 << 20]) {
-            let class = class_bytes(len);
+        let mut indexes = std::collections::BTreeMap::new();
+        for len in (1..100_000).chain([1 << 20, (1 << 20) + 1, 4 << 20]) {
+            let (class, index) = class_of(len);
             assert!(class >= len, "{len} -> {class}");
-            assert!(class * 4 <= len * 5 + 4 * 8, "{len} -> {class}");
-            assert_eq!(class_bytes(class), class, "a class is its own class");
+            assert!(class * 4 <= len * 5 + 4, "{len} -> {class}");
+            assert_eq!(class_of(class), (class, index), "a class is its own class");
+            if let Some(index) = index {
+                assert!(index < CLASS_COUNT, "{len} -> {index}");
+                // One index per class, and one class per index.
+                assert_eq!(*indexes.entry(index).or_insert(class), class, "{len}");
+            }
         }
+        let classes: Vec<usize> = indexes.values().copied().collect();
+        assert!(
+            classes.windows(2).all(|w| w[0] < w[1]),
+            "indexes follow sizes"
+        );
     }
 
     #[test]
@@ -155,15 +179,15 @@ mod tests {
     }
 
     #[test]
-    fn the_pool_keeps_no_more_than_its_count() {
-        let held: Vec<Bytes> = (0..RECYCLE_POOL_MAX_BUFFERS + 10)
-            .map(|i| freeze(take(5_000 + i), 5_000))
-            .collect();
+    fn many_connections_bodies_in_flight_all_come_back_up_to_the_bytes_limit() {
+        // 2,000 bodies of 10,000 bytes in flight (10,240-byte class): 20 MB, over the limit.
+        let held: Vec<Bytes> = (0..2_000).map(|_| freeze(take(10_000), 10_000)).collect();
         drop(held);
-        assert_eq!(
-            idle(),
-            (RECYCLE_POOL_MAX_BUFFERS, RECYCLE_POOL_MAX_BUFFERS * 5_120)
-        );
+        let kept = RECYCLE_POOL_MAX_BYTES / 10_240;
+        assert_eq!(idle(), (kept, kept * 10_240));
+        let again: Vec<Vec<u8>> = (0..kept).map(|_| take(10_000)).collect();
+        assert_eq!(idle(), (0, 0), "every one is reused");
+        drop(again);
     }
 
     #[test]
