@@ -41,8 +41,9 @@ thread_local! {
     });
 }
 
-/// The size class of `len`, the smallest class that holds it, with the class's index; lengths
-/// of at most `CLASSES_PER_POWER` bytes are their own class, with no index (never pooled).
+/// The size class of `len`, the smallest class that holds it, with the index of its free list
+/// if buffers of that class are pooled: lengths of at most `CLASSES_PER_POWER` bytes are their
+/// own class, and classes over `RECYCLE_BUFFER_MAX_BYTES` are not pooled.
 fn class_of(len: usize) -> (usize, Option<usize>) {
     if len <= CLASSES_PER_POWER {
         return (len, None);
@@ -55,16 +56,14 @@ fn class_of(len: usize) -> (usize, Option<usize>) {
     }
     let bytes = steps * ((1 << power) / CLASSES_PER_POWER);
     let index = power * CLASSES_PER_POWER + steps - CLASSES_PER_POWER;
-    (bytes, Some(index))
+    (bytes, (bytes <= RECYCLE_BUFFER_MAX_BYTES).then_some(index))
 }
 
 /// A buffer of at least `len` initialised bytes: an idle one of `len`'s size class if the
 /// shard has one, else a new zeroed one of that class.
 pub fn take(len: usize) -> Vec<u8> {
     let (want, index) = class_of(len);
-    if want <= RECYCLE_BUFFER_MAX_BYTES
-        && let Some(index) = index
-    {
+    if let Some(index) = index {
         let reused = POOL.with(|pool| {
             let mut pool = pool.borrow_mut();
             let buffer = pool.free[index].pop()?;
@@ -100,9 +99,6 @@ impl Drop for Recycled {
     fn drop(&mut self) {
         let buffer = std::mem::take(&mut self.0);
         let len = buffer.len();
-        if len > RECYCLE_BUFFER_MAX_BYTES {
-            return;
-        }
         let (class, Some(index)) = class_of(len) else {
             return;
         };
@@ -146,6 +142,7 @@ mod tests {
                 assert_eq!(*indexes.entry(index).or_insert(class), class, "{len}");
             }
         }
+        assert_eq!(class_of(RECYCLE_BUFFER_MAX_BYTES + 1).1, None, "not pooled");
         let classes: Vec<usize> = indexes.values().copied().collect();
         assert!(
             classes.windows(2).all(|w| w[0] < w[1]),
