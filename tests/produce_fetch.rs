@@ -358,6 +358,35 @@ async fn record_just_under_one_mib_round_trips() {
     );
 }
 
+/// Request bodies over 4 KiB are read into buffers the broker recycles (`net/recycle.rs`): sent
+/// one at a time, each request's buffer is back in the pool before the next arrives, and a
+/// shorter body lands in a buffer that held a longer one. Every record must come back as sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_in_recycled_request_buffers_come_back_unchanged() {
+    let broker = Broker::start();
+    let topic = "recycled";
+    broker.create_topic(topic, 1).await;
+    let sizes = [
+        10_200, 9_000, 10_200, 8_300, 20_000, 16_500, 20_000, 9_000, 600_000, 530_000, 600_000,
+        5_000,
+    ];
+    let producer = broker.producer(&[]);
+    let mut expected = Expected::new();
+    for (i, len) in sizes.iter().chain(sizes.iter().rev()).enumerate() {
+        let key = format!("r{i}").into_bytes();
+        let value = common::pseudo_random_bytes(i as u64 + 100, *len);
+        let d = common::produce_one(&producer, common::record(topic, Some(&key), Some(&value)))
+            .await
+            .unwrap_or_else(|e| panic!("record {i} of {len} bytes refused: {e:?}"));
+        assert_eq!((d.partition, d.offset), (0, i as i64));
+        expected.insert((0, d.offset), (Some(key), Some(value)));
+    }
+    let consumer = broker.consumer();
+    common::assign_from_beginning(&consumer, topic, 1);
+    let got = common::consume_exactly(&consumer, expected.len());
+    assert_records(topic, &got, &expected);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn record_over_max_message_bytes_is_rejected_with_message_too_large() {
     let broker = Broker::start();
