@@ -60,21 +60,20 @@ fn class_of(len: usize) -> (usize, Option<usize>) {
 }
 
 /// A buffer of at least `len` initialised bytes: an idle one of `len`'s size class if the
-/// shard has one, else a new zeroed one of that class.
+/// shard has one, else a new zeroed one of that class. A length whose class is not pooled gets
+/// a buffer of exactly `len`: rounding it up would only cost memory.
 pub fn take(len: usize) -> Vec<u8> {
     let (want, index) = class_of(len);
-    if let Some(index) = index {
-        let reused = POOL.with(|pool| {
-            let mut pool = pool.borrow_mut();
-            let buffer = pool.free[index].pop()?;
-            pool.bytes -= buffer.len();
-            Some(buffer)
-        });
-        if let Some(buffer) = reused {
-            return buffer;
-        }
-    }
-    vec![0; want]
+    let Some(index) = index else {
+        return vec![0; len];
+    };
+    let reused = POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        let buffer = pool.free[index].pop()?;
+        pool.bytes -= buffer.len();
+        Some(buffer)
+    });
+    reused.unwrap_or_else(|| vec![0; want])
 }
 
 /// The first `len` bytes of `buffer` (from `take`), which returns to the pool when the last
@@ -197,7 +196,13 @@ mod tests {
         assert_eq!(idle(), (full, full * RECYCLE_BUFFER_MAX_BYTES));
         let _reused = take(RECYCLE_BUFFER_MAX_BYTES);
         let before = idle();
-        drop(freeze(take(RECYCLE_BUFFER_MAX_BYTES + 1), 1));
+        let unpooled = take(RECYCLE_BUFFER_MAX_BYTES + 1);
+        assert_eq!(
+            unpooled.len(),
+            RECYCLE_BUFFER_MAX_BYTES + 1,
+            "not rounded up"
+        );
+        drop(freeze(unpooled, 1));
         assert_eq!(
             idle(),
             before,
