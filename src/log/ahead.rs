@@ -36,12 +36,16 @@ const AHEAD_RATE_MAX_BYTES_PER_MS: u64 = 10_000;
 /// Most bytes of zeros past the log ends of one shard's partitions.
 pub(crate) const AHEAD_SHARD_MAX_BYTES: u64 = 64 << 20;
 
-/// Largest `write_ahead_bytes` a log takes; recovery reads at most twice this looking for
-/// zeros past the last batch.
+/// Largest `write_ahead_bytes` a log takes.
 pub const WRITE_AHEAD_MAX_BYTES: u64 = 4 << 20;
 
 /// Fills start on a page boundary: the page holding the log end is already allocated.
 const PAGE_BYTES: u64 = 4096;
+
+/// Most zeros a segment file can hold past its log end: a fill may start just under a full
+/// window ahead (at most `WRITE_AHEAD_MAX_BYTES`), a page up, and write one window more.
+/// Recovery reads no further looking for them.
+pub(super) const ZEROS_PAST_END_MAX_BYTES: u64 = 2 * WRITE_AHEAD_MAX_BYTES + PAGE_BYTES;
 
 thread_local! {
     /// Zeros past the log ends of this shard's partitions (each log's `counted`, summed).

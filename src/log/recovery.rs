@@ -9,7 +9,7 @@ use std::path::Path;
 use std::rc::Rc;
 
 use super::LogError;
-use super::ahead::WRITE_AHEAD_MAX_BYTES;
+use super::ahead::ZEROS_PAST_END_MAX_BYTES;
 use super::file::{self, SegmentFile};
 use super::index::{INDEX_FILE_SIZE_MAX_BYTES, OffsetIndex, TimeIndex};
 use super::producer::{ProducerStateTable, SNAPSHOT_FILE, SNAPSHOT_SIZE_MAX_BYTES};
@@ -93,9 +93,9 @@ pub(crate) async fn open_segment(
 }
 
 /// True when [from, to) of the file holds only zeros and is no longer than the zeros a log
-/// writes ahead of its end can be (twice `WRITE_AHEAD_MAX_BYTES` plus a page).
+/// writes ahead of its end can be (`ZEROS_PAST_END_MAX_BYTES`).
 async fn is_zeros(file: &SegmentFile, from: u64, to: u64) -> io::Result<bool> {
-    if to <= from || to - from > 2 * WRITE_AHEAD_MAX_BYTES + 4096 {
+    if to <= from || to - from > ZEROS_PAST_END_MAX_BYTES {
         return Ok(false);
     }
     let mut position = from;
