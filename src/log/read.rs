@@ -17,12 +17,21 @@ use crate::types::Offset;
 pub(crate) const HEADER_READ_CHUNK_BYTES: usize = 16 << 10;
 
 /// Reads batch headers of one segment, caching one chunk of the file.
+///
+/// A chunk pays off only while batches are small. Once a batch at least half a chunk long has
+/// been seen, a miss reads just the next header: a walk over 64 KiB batches would otherwise copy
+/// 16 KiB for each 61-byte header (5 % of the broker's CPU in a consume profile).
 pub(crate) struct HeaderReader {
     file: Rc<SegmentFile>,
     /// Committed bytes: never read past them.
     size_bytes: u64,
     chunk: Vec<u8>,
     chunk_position: u64,
+    /// Bytes to read at the next miss: a header until a batch's size is known, then a chunk
+    /// after small batches, a header after large ones.
+    read_bytes: usize,
+    /// Bytes read from the file so far.
+    bytes_read: u64,
 }
 
 impl HeaderReader {
@@ -32,7 +41,15 @@ impl HeaderReader {
             size_bytes,
             chunk: Vec::new(),
             chunk_position: 0,
+            read_bytes: BATCH_HEADER_BYTES,
+            bytes_read: 0,
         }
+    }
+
+    /// Bytes read from the file so far.
+    #[cfg(test)]
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read
     }
 
     pub fn size_bytes(&self) -> u64 {
@@ -49,15 +66,22 @@ impl HeaderReader {
             && position + BATCH_HEADER_BYTES as u64
                 <= self.chunk_position + self.chunk.len() as u64;
         if !cached {
-            let want = (self.size_bytes - position).min(HEADER_READ_CHUNK_BYTES as u64) as usize;
+            let want = (self.size_bytes - position).min(self.read_bytes as u64) as usize;
             self.chunk = self.file.read_at(position, want).await?;
             self.chunk_position = position;
+            self.bytes_read += self.chunk.len() as u64;
         }
         let at = (position - self.chunk_position) as usize;
         let header = BatchHeader::parse(&self.chunk[at..]).map_err(|_| self.corrupt(position))?;
-        if position + header.total_bytes() as u64 > self.size_bytes {
+        let total = header.total_bytes();
+        if position + total as u64 > self.size_bytes {
             return Err(self.corrupt(position));
         }
+        self.read_bytes = if total >= HEADER_READ_CHUNK_BYTES / 2 {
+            BATCH_HEADER_BYTES
+        } else {
+            HEADER_READ_CHUNK_BYTES
+        };
         Ok(header)
     }
 

@@ -10,7 +10,7 @@ use kafka_protocol::records::Compression;
 
 use super::file::{run_local, spawn_local};
 use super::*;
-use crate::protocol::batch::{BatchHeader, BatchHeaders, check_crc};
+use crate::protocol::batch::{BATCH_HEADER_BYTES, BatchHeader, BatchHeaders, check_crc};
 use crate::protocol::records::fixtures;
 
 fn small_config() -> LogConfig {
@@ -154,6 +154,68 @@ fn read_respects_max_bytes_and_bounds() {
             log.read(Offset(-1), 100).await,
             Err(LogError::OffsetOutOfRange { .. })
         ));
+    });
+}
+
+#[test]
+fn header_walks_read_a_chunk_for_small_batches_and_only_headers_for_large_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    run_local(async {
+        let log = open(dir.path(), &raw_file_config()).await;
+        let small = batch(0, 100).len();
+        for i in 0..200 {
+            log.append(batch(i, 100), Acks::Leader)
+                .await
+                .expect("append");
+        }
+        let large = batch(0, 40_000).len();
+        assert!(large >= read::HEADER_READ_CHUNK_BYTES / 2 && small < 1000);
+        for i in 0..20 {
+            log.append(batch(i, 40_000), Acks::Leader)
+                .await
+                .expect("append");
+        }
+        let (file, size) = {
+            let state = log.state.borrow();
+            let segment = &state.segments[0];
+            (Rc::clone(&segment.file), segment.size_bytes)
+        };
+        let walk = |from: u64, to: u64| {
+            let file = Rc::clone(&file);
+            async move {
+                let mut reader = read::HeaderReader::new(file, size);
+                let (mut position, mut batches) = (from, 0);
+                while position < to {
+                    position += reader
+                        .header_at(position)
+                        .await
+                        .expect("header")
+                        .total_bytes() as u64;
+                    batches += 1;
+                }
+                assert_eq!(position, to, "the walk lands on the boundary");
+                (batches, reader.bytes_read())
+            }
+        };
+        let small_end = 200 * small as u64;
+        let (batches, read) = walk(0, small_end).await;
+        assert_eq!(batches, 200);
+        assert!(
+            read <= small_end + read::HEADER_READ_CHUNK_BYTES as u64,
+            "small batches come in chunks, each read once: {read} bytes for {small_end}"
+        );
+        assert!(
+            read >= small_end,
+            "chunks cover every byte; a header at a time would read {}: {read} bytes",
+            200 * BATCH_HEADER_BYTES
+        );
+        let (batches, read) = walk(small_end, size).await;
+        assert_eq!(batches, 20);
+        assert_eq!(
+            read,
+            20 * BATCH_HEADER_BYTES as u64,
+            "one header read per large batch"
+        );
     });
 }
 
