@@ -140,6 +140,12 @@ pub struct Config {
     /// (Kafka: queued.max.request.bytes). At least --request-size-max-bytes.
     #[arg(long, env = "SABLE_QUEUED_MAX_REQUEST_BYTES", default_value_t = limits::QUEUED_REQUEST_BYTES_MAX_DEFAULT)]
     pub queued_max_request_bytes: u64,
+    /// TCP congestion control of client connections (e.g. cubic); default: the system's
+    /// (net.ipv4.tcp_congestion_control). BBR without the fq qdisc paces each burst with a
+    /// kernel timer, which can halve loopback and LAN Fetch bandwidth: see tuning/README.md.
+    #[arg(long, env = "SABLE_TCP_CONGESTION_CONTROL")]
+    pub tcp_congestion_control: Option<String>,
+
     /// Serve Prometheus metrics (GET /metrics, text format) on this address, from shard 0.
     /// Off by default.
     #[arg(long, env = "SABLE_METRICS_LISTEN")]

@@ -59,6 +59,9 @@ fn run(config: Config) -> Result<ExitCode, String> {
         ));
     }
     ensure_memlock(MEMLOCK_MIN_BYTES)?;
+    if let Some(name) = &config.tcp_congestion_control {
+        sable::net::congestion::check(name)?;
+    }
     raise_open_files_limit();
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;

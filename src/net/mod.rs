@@ -8,6 +8,7 @@
 //! in. Every other request waits until nothing is in flight and holds the connection alone,
 //! which is Kafka's one-at-a-time behaviour.
 
+pub mod congestion;
 mod frames;
 mod recycle;
 pub mod send;
@@ -81,6 +82,14 @@ async fn serve(
     let _ = stream.set_nodelay(true);
     send::set_nonblocking(&stream);
     let sock_fd = stream.as_raw_fd();
+    if let Some(name) = &ctx.config.tcp_congestion_control {
+        // SAFETY: `sock_fd` is this connection's socket, open for as long as `stream` lives.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(sock_fd) };
+        // Checked at start; a failure here leaves the system's algorithm, which still works.
+        if let Err(e) = congestion::set(&fd, name) {
+            tracing::debug!(error = %e, congestion = %name, "cannot set the congestion control");
+        }
+    }
     let (rd, wr) = stream.split();
     let (tx, rx) = mpsc::channel(CONNECTION_INFLIGHT_MAX);
     let inflight = Rc::new(Inflight::default());
