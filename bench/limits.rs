@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use crate::LimitsArgs;
 use crate::stats::new_histogram;
+use crate::wire;
 
 const TCP_CHUNK_BYTES: usize = 1024 * 1024;
 /// Larger than the last-level cache of anything we run on, so memcpy measures memory.
@@ -39,6 +40,7 @@ fn loopback_bandwidth(test: Duration) -> io::Result<LoopbackProbe> {
     let addr = listener.local_addr()?;
     let reader = thread::spawn(move || -> io::Result<(u64, f64)> {
         let (mut s, _) = listener.accept()?;
+        wire::apply_congestion_control(&s)?;
         let cpu_before = thread_cpu_s();
         let mut buf = vec![0u8; TCP_CHUNK_BYTES];
         let mut total = 0u64;
@@ -50,6 +52,7 @@ fn loopback_bandwidth(test: Duration) -> io::Result<LoopbackProbe> {
         }
     });
     let mut s = TcpStream::connect(addr)?;
+    wire::apply_congestion_control(&s)?;
     let chunk = vec![7u8; TCP_CHUNK_BYTES];
     let cpu_before = thread_cpu_s();
     let started = Instant::now();
@@ -76,6 +79,7 @@ fn loopback_round_trip(test: Duration) -> io::Result<(u64, u64, u64)> {
     let echo = thread::spawn(move || -> io::Result<()> {
         let (mut s, _) = listener.accept()?;
         s.set_nodelay(true)?;
+        wire::apply_congestion_control(&s)?;
         let mut b = [0u8; 1];
         while s.read(&mut b)? == 1 {
             s.write_all(&b)?;
@@ -84,6 +88,7 @@ fn loopback_round_trip(test: Duration) -> io::Result<(u64, u64, u64)> {
     });
     let mut s = TcpStream::connect(addr)?;
     s.set_nodelay(true)?;
+    wire::apply_congestion_control(&s)?;
     let mut h = new_histogram();
     let started = Instant::now();
     let mut b = [1u8; 1];
@@ -244,6 +249,7 @@ pub fn run(args: &LimitsArgs) -> (Value, u64) {
     let out = json!({
         "workload": "limits",
         "cpus": thread::available_parallelism().map_or(0, |n| n.get()),
+        "tcp_congestion_control": wire::congestion_control_in_effect(),
         "loopback_tcp_mb_per_s": tcp.as_ref().map(|p| mb(p.bytes_per_s)),
         "loopback_tcp_send_cpu_s_per_gb": tcp.as_ref().map(|p| p.send_cpu_s_per_gb),
         "loopback_tcp_recv_cpu_s_per_gb": tcp.as_ref().map(|p| p.recv_cpu_s_per_gb),
@@ -282,11 +288,14 @@ pub fn print_table(v: &Value, out: &mut dyn Write) -> io::Result<()> {
     };
     writeln!(
         out,
-        "{:<38} {} MB/s  send {} / receive {} CPU-s/GB",
+        "{:<38} {} MB/s  send {} / receive {} CPU-s/GB  ({})",
         "loopback TCP, 1 stream",
         f("loopback_tcp_mb_per_s"),
         cpu("loopback_tcp_send_cpu_s_per_gb"),
-        cpu("loopback_tcp_recv_cpu_s_per_gb")
+        cpu("loopback_tcp_recv_cpu_s_per_gb"),
+        v["tcp_congestion_control"]
+            .as_str()
+            .unwrap_or("congestion control unknown")
     )?;
     writeln!(
         out,

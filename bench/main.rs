@@ -52,6 +52,11 @@ struct CommonArgs {
     /// pinned to each; default: unpinned, one connection worker per available CPU.
     #[arg(long, global = true)]
     cpus: Option<String>,
+    /// TCP congestion control of every connection sable-bench makes, and of the `limits`
+    /// loopback probes (e.g. cubic); default: the system's. Use the broker's, so that the
+    /// loopback probe is the ceiling the broker's connections have.
+    #[arg(long, global = true)]
+    tcp_congestion_control: Option<String>,
 }
 
 /// What every workload gets from the command line and from main.
@@ -267,6 +272,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(name) = cli.common.tcp_congestion_control {
+        if let Err(e) = sable::net::congestion::check(&name) {
+            eprintln!("sable-bench: {e}");
+            return ExitCode::from(2);
+        }
+        wire::use_congestion_control(name);
+    }
     let stop = Arc::new(AtomicBool::new(false));
     install_sigint(&stop);
     let common = Common {
@@ -295,7 +307,11 @@ fn main() -> ExitCode {
         Workload::E2e(args) => e2e::run(&common, args),
     };
     match result {
-        Ok(report) => {
+        Ok(mut report) => {
+            report.extra.insert(
+                "tcp_congestion_control".into(),
+                wire::congestion_control_in_effect().into(),
+            );
             report.emit(cli.common.json);
             if report.errors == 0 {
                 ExitCode::SUCCESS

@@ -6,6 +6,8 @@
 #
 # Usage: bench/measure.sh [DURATION]
 # Env:   SABLE_BIN, SABLE_BENCH_BIN as for smoke.sh; SABLE_ARGS extra broker flags;
+#        SABLE_TCP_CONGESTION_CONTROL (e.g. cubic) for the broker's connections, which
+#        sable-bench's connections and loopback probes then use too (default: the system's);
 #        MEASURE_KEEP=1 keeps the JSON outputs.
 
 set -u
@@ -44,6 +46,10 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 
+# The client side, and so the loopback TCP probe, uses the broker's congestion control.
+CC_ARGS=()
+[ -n "${SABLE_TCP_CONGESTION_CONTROL:-}" ] && CC_ARGS=(--tcp-congestion-control "$SABLE_TCP_CONGESTION_CONTROL")
+
 # bench NAME ARGS...: one run, JSON kept as $WORK/NAME.json; the exit status is reported.
 bench() {
     local name=$1; shift
@@ -51,7 +57,7 @@ bench() {
     # one's writes and fdatasyncs. Start each as the limits probes started: with none under way.
     sync
     echo "running $name: sable-bench $*" >&2
-    "$BENCH_BIN" --bootstrap "$BOOT" --json --broker-pid "$SABLE_PID" "$@" \
+    "$BENCH_BIN" --bootstrap "$BOOT" --json --broker-pid "$SABLE_PID" ${CC_ARGS[@]+"${CC_ARGS[@]}"} "$@" \
         > "$WORK/$name.json" 2> "$WORK/$name.err" || echo "  $name exited $?" >&2
 }
 
@@ -161,7 +167,8 @@ for name, label in rows:
           f"{ms(l['p50'])} / {ms(l['p99'])} / {ms(l['p99_9'])} / {ms(l['max'])} | {cpu} | "
           f"{r['client_cpu_s']:.1f} | {r['errors']} |")
 print()
-print(f"Machine limits (same run): loopback TCP {tcp:,.0f} MB/s, 1-byte RTT p50 {rtt.get('p50')} us / "
+print(f"Machine limits (same run): loopback TCP {tcp:,.0f} MB/s "
+      f"(congestion control {lim.get('tcp_congestion_control')}, as the broker's), 1-byte RTT p50 {rtt.get('p50')} us / "
       f"p99 {rtt.get('p99')} us, memcpy {lim.get('memcpy_mb_per_s') or 0:,.0f} MB/s, "
       f"page-cache write of new pages {cache:,.0f} MB/s at {lim.get('page_cache_write_cpu_s_per_gb') or 0:.2f} CPU-s/GB "
       f"(MemFree {lim.get('mem_free_mb') or 0:,.0f} MB before), sequential write + fdatasync {disk:,.0f} MB/s, "

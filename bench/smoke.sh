@@ -88,6 +88,9 @@ run produce-acks0  '["records"]' -- produce --topic smoke --count 5000 --acks 0
 run produce-rate   '["records"]' -- produce --topic smoke --rate 2000 --duration 2 --linger-ms 5
 run consume        '["records"]' -- consume --topic smoke --duration 30
 run e2e            '["records"]' -- e2e --topic smoke-e2e --rate 500 --duration 2
+# reno is in every kernel and allowed to every user; the JSON says what the connections used.
+run consume-reno   '["records"]' -- --tcp-congestion-control reno consume --topic smoke --duration 30
+run limits-reno    '["loopback_tcp_mb_per_s"]' -- --tcp-congestion-control reno limits --test-seconds 0.2 --dir "$WORK"
 
 # The consumer must have read everything the producers had acknowledged before it started.
 python3 - "$WORK" <<'EOF' || FAILED=$((FAILED + 1))
@@ -96,6 +99,10 @@ w = sys.argv[1]
 def load(n):
     try: return json.load(open(f"{w}/{n}.json"))
     except Exception: return None
+for n in ("consume-reno", "limits-reno"):
+    r = load(n)
+    if r is not None and r.get("tcp_congestion_control") != "reno":
+        print(f"FAIL  {n} reports congestion control {r.get('tcp_congestion_control')!r}, not reno"); sys.exit(1)
 c = load("consume")
 if c is None: sys.exit(0)  # already reported above
 if not c.get("reached_high_watermark"):

@@ -7,6 +7,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -162,6 +163,36 @@ impl Versions {
     }
 }
 
+/// `--tcp-congestion-control`: set once in main, before any connection is made.
+static CONGESTION_CONTROL: OnceLock<String> = OnceLock::new();
+
+/// Every later connection (and the `limits` loopback probes) uses `name`.
+pub fn use_congestion_control(name: String) {
+    CONGESTION_CONTROL
+        .set(name)
+        .expect("the congestion control is set once, in main");
+}
+
+/// The algorithm asked for, if any.
+pub fn congestion_control() -> Option<&'static str> {
+    CONGESTION_CONTROL.get().map(String::as_str)
+}
+
+/// The algorithm our connections use: the one asked for, else the system's default.
+pub fn congestion_control_in_effect() -> Option<String> {
+    congestion_control()
+        .map(str::to_string)
+        .or_else(sable::net::congestion::system_default)
+}
+
+/// Sets the algorithm asked for (if any) on a socket of ours.
+pub fn apply_congestion_control(socket: &impl std::os::fd::AsFd) -> io::Result<()> {
+    match congestion_control() {
+        Some(name) => sable::net::congestion::set(socket, name),
+        None => Ok(()),
+    }
+}
+
 /// A blocking connection to one broker, used for control-plane calls and as the seed of the
 /// split sockets of the workloads.
 pub struct Conn {
@@ -181,6 +212,7 @@ impl Conn {
         let stream = TcpStream::connect_timeout(&resolved, Duration::from_secs(10))
             .map_err(io_err(format!("connect {addr}")))?;
         stream.set_nodelay(true).map_err(io_err("TCP_NODELAY"))?;
+        apply_congestion_control(&stream).map_err(io_err("TCP_CONGESTION"))?;
         // Control calls fail instead of hanging on a broker that stopped answering; the
         // workloads set their own timeouts on the sockets they take over.
         stream
