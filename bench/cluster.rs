@@ -147,7 +147,7 @@ fn create_topic(conn: &mut Conn, topic: &str, partitions: usize) -> Result<()> {
             )));
         }
     }
-    eprintln!("created topic {topic} with {partitions} partitions");
+    say!("created topic {topic} with {partitions} partitions");
     Ok(())
 }
 

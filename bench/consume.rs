@@ -350,7 +350,7 @@ pub fn run(common: &Common, args: &ConsumeArgs) -> wire::Result<Report> {
     let ends = cluster::list_offsets(&layout, &all, LATEST_TIMESTAMP)?;
     let available: i64 = all.iter().map(|p| ends[p] - starts[p]).sum();
     let conns = connection_plan(&layout, args.connections, false);
-    eprintln!(
+    say!(
         "consume: topic {} partitions {} connections {} records available {available}",
         args.topic,
         all.len(),

@@ -46,7 +46,7 @@ pub fn run(common: &Common, args: &E2eArgs) -> wire::Result<Report> {
     let consumers = connection_plan(&layout, 1, false);
     let rate_per_connection = args.rate as f64 / producers.len() as f64;
     let batch_interval_ns = (args.batch_records as f64 * 1e9 / rate_per_connection) as u64;
-    eprintln!(
+    say!(
         "e2e: topic {} partitions {} producer connections {} batch {} x {} B acks {} rate {}/s",
         args.topic,
         all.len(),

@@ -218,7 +218,7 @@ pub fn run(args: &LimitsArgs) -> (Value, u64) {
     let dir = &args.dir;
     let mut errors = Vec::new();
     let mut note = |what: &str, e: io::Error| errors.push(format!("{what}: {e}"));
-    eprintln!(
+    say!(
         "limits: {:.1} s per probe, disk probes in {}",
         args.test_seconds,
         dir.display()

@@ -4,6 +4,15 @@
 //! Workloads: `produce`, `consume`, `e2e` (latency from scheduled send to consumer), and
 //! `limits` (the machine's own ceilings). See bench/README.md.
 
+/// eprintln! that drops a line it cannot write (stderr on a full disk) instead of panicking:
+/// a run's result must not be lost to its log.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod batch;
 mod cluster;
 mod consume;
@@ -16,6 +25,7 @@ mod report;
 mod stats;
 mod wire;
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -268,13 +278,13 @@ fn main() -> ExitCode {
     let cpus = match cli.common.cpus.as_deref().map(pin_to_cpu_list).transpose() {
         Ok(cpus) => cpus,
         Err(e) => {
-            eprintln!("sable-bench: {e}");
+            say!("sable-bench: {e}");
             return ExitCode::from(2);
         }
     };
     if let Some(name) = cli.common.tcp_congestion_control {
         if let Err(e) = sable::net::congestion::check(&name) {
-            eprintln!("sable-bench: {e}");
+            say!("sable-bench: {e}");
             return ExitCode::from(2);
         }
         wire::use_congestion_control(name);
@@ -290,11 +300,15 @@ fn main() -> ExitCode {
     let result = match &cli.workload {
         Workload::Limits(args) => {
             let (value, errors) = limits::run(args);
-            if cli.common.json {
+            let written = if cli.common.json {
                 let _ = limits::print_table(&value, &mut std::io::stderr());
-                println!("{value}");
+                writeln!(std::io::stdout(), "{value}")
             } else {
-                let _ = limits::print_table(&value, &mut std::io::stdout());
+                limits::print_table(&value, &mut std::io::stdout())
+            };
+            if let Err(e) = written {
+                say!("sable-bench: cannot write the result: {e}");
+                return ExitCode::FAILURE;
             }
             return if errors == 0 {
                 ExitCode::SUCCESS
@@ -312,7 +326,10 @@ fn main() -> ExitCode {
                 "tcp_congestion_control".into(),
                 wire::congestion_control_in_effect().into(),
             );
-            report.emit(cli.common.json);
+            if let Err(e) = report.emit(cli.common.json) {
+                say!("sable-bench: cannot write the result: {e}");
+                return ExitCode::FAILURE;
+            }
             if report.errors == 0 {
                 ExitCode::SUCCESS
             } else {
@@ -320,7 +337,7 @@ fn main() -> ExitCode {
             }
         }
         Err(e) => {
-            eprintln!("sable-bench: {e}");
+            say!("sable-bench: {e}");
             ExitCode::from(2)
         }
     }

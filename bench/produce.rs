@@ -542,7 +542,7 @@ pub fn run(common: &Common, args: &ProduceArgs) -> wire::Result<Report> {
         0 => "max".to_string(),
         r => format!("{r}/s"),
     };
-    eprintln!(
+    say!(
         "produce: topic {} partitions {} connections {} batch {} x {} B acks {} rate {rate}",
         args.topic,
         layout.leaders.len(),

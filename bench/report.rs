@@ -18,7 +18,7 @@ impl CpuProbe {
     pub fn start(broker_pid: Option<u32>) -> CpuProbe {
         let broker_start_s = broker_pid.and_then(stats::process_cpu_seconds);
         if let (Some(pid), None) = (broker_pid, broker_start_s) {
-            eprintln!("warning: cannot read /proc/{pid}/stat; broker CPU will not be reported");
+            say!("warning: cannot read /proc/{pid}/stat; broker CPU will not be reported");
         }
         CpuProbe {
             broker_pid,
@@ -169,13 +169,15 @@ impl Report {
         Ok(())
     }
 
-    /// Table on stdout, or table on stderr and JSON on stdout with --json.
-    pub fn emit(&self, json: bool) {
+    /// Table on stdout, or table on stderr and JSON on stdout with --json. Fails when stdout
+    /// cannot take the result.
+    pub fn emit(&self, json: bool) -> std::io::Result<()> {
+        use std::io::Write as _;
         if json {
             let _ = self.print_table(&mut std::io::stderr());
-            println!("{}", self.to_json());
+            writeln!(std::io::stdout(), "{}", self.to_json())
         } else {
-            let _ = self.print_table(&mut std::io::stdout());
+            self.print_table(&mut std::io::stdout())
         }
     }
 }

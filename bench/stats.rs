@@ -87,7 +87,7 @@ impl Stats {
         let mut samples = self.error_samples.lock().expect("error lock");
         if samples.len() < ERROR_SAMPLES_MAX {
             let m = message.into();
-            eprintln!("error: {m}");
+            say!("error: {m}");
             samples.push(m);
         }
     }
@@ -121,7 +121,7 @@ pub fn spawn_progress(stats: Arc<Stats>, label: &'static str) -> thread::JoinHan
             let bytes = stats.bytes.load(Ordering::Relaxed);
             let secs = last.elapsed().as_secs_f64();
             let p99_us = stats.merged_histogram().value_at_quantile(0.99);
-            eprintln!(
+            say!(
                 "[{:>4.0}s] {label}: {:>10.0} msg/s {:>9.1} MB/s  p99 {:>9.3} ms  errors {}",
                 started.elapsed().as_secs_f64(),
                 (records - last_records) as f64 / secs,
