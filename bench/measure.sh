@@ -5,7 +5,8 @@
 # /proc; the client runs on the same machine and competes with it for the cores.
 #
 # Usage: bench/measure.sh [DURATION]
-# Env:   SABLE_BIN, SABLE_BENCH_BIN as for smoke.sh; SABLE_ARGS extra broker flags;
+# Env:   SABLE_BIN, SABLE_BENCH_BIN as for smoke.sh; SABLE_ARGS broker flags, replacing the
+#        suite's retention flags (RETENTION_ARGS below);
 #        SABLE_TCP_CONGESTION_CONTROL (e.g. cubic) for the broker's connections, which
 #        sable-bench's connections and loopback probes then use too (default: the system's);
 #        MEASURE_KEEP=1 keeps the JSON outputs.
@@ -38,8 +39,16 @@ for _ in range(200):
     finally:
         for s in socks: s.close()")
 BOOT=127.0.0.1:$PORT
+# A fast run writes over 60 GB in all; this machine's disk has had as little as 53 GB free, and a
+# full disk fails the workloads. Segments past 1 GiB per partition are deleted, which bounds the
+# data to about 40 GB and leaves consume of the 1 KiB topic up to 10 GB to read.
+RETENTION_ARGS="--segment-bytes 268435456 --retention-bytes 1073741824 --log-retention-check-interval-ms 2000"
+free_gb=$(df -P -BG "$WORK" | awk 'NR == 2 {sub("G", "", $4); print $4}')
+if [ "${free_gb:-0}" -lt 45 ]; then
+    echo "warning: ${free_gb:-?} GB free under $WORK; the suite may write about 40 GB" >&2
+fi
 # shellcheck disable=SC2086
-"$SABLE_BIN" --data-dir "$WORK/data" --listen "$BOOT" ${SABLE_ARGS:-} > "$WORK/sable.log" 2>&1 &
+"$SABLE_BIN" --data-dir "$WORK/data" --listen "$BOOT" ${SABLE_ARGS-$RETENTION_ARGS} > "$WORK/sable.log" 2>&1 &
 SABLE_PID=$!
 for _ in $(seq 100); do
     python3 -c "import socket; socket.create_connection(('127.0.0.1', $PORT), 0.2)" 2>/dev/null && break
