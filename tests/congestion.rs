@@ -8,15 +8,13 @@ use std::process::Command;
 use std::time::Duration;
 
 use rdkafka::producer::FutureRecord;
+use sable::net::congestion;
 
 use common::Broker;
 
 /// The algorithm new sockets get when nothing is set.
 fn system_default() -> String {
-    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
-        .expect("read net.ipv4.tcp_congestion_control")
-        .trim()
-        .to_string()
+    congestion::system_default().expect("read net.ipv4.tcp_congestion_control")
 }
 
 /// An algorithm other than the system's default, so that finding it proves the broker set it:
