@@ -98,6 +98,14 @@ pub struct Config {
     #[arg(long, env = "SABLE_FETCH_MAX_BYTES", default_value_t = limits::FETCH_RESPONSE_MAX_BYTES_DEFAULT)]
     pub fetch_max_bytes: u32,
 
+    /// Copy acks=0/1 appends into the page cache on the shard itself while the kernel has no
+    /// reason to make the write wait (dirty pages under the background threshold, free memory
+    /// over the low watermarks, room under a memory cgroup's limit and on the disk, sampled every
+    /// 10 ms); false hands every write to io_uring's worker thread, which costs a context switch
+    /// each way on ext4 (Sable's own setting).
+    #[arg(long, env = "SABLE_LOG_INLINE_WRITES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub log_inline_writes: bool,
+
     /// Send fetched record data with sendfile (zero copy) rather than an io_uring read + write.
     #[arg(long, env = "SABLE_FETCH_SENDFILE", default_value_t = true, action = clap::ArgAction::Set)]
     pub fetch_sendfile: bool,

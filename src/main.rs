@@ -71,6 +71,11 @@ fn run(config: Config) -> Result<ExitCode, String> {
     config.data_dir = std::fs::canonicalize(&config.data_dir)
         .map_err(|e| format!("cannot resolve data dir {}: {e}", config.data_dir.display()))?;
     let _lock = lock_data_dir(&config.data_dir)?;
+    if config.log_inline_writes
+        && let Err(e) = sable::log::pagecache::start(&config.data_dir)
+    {
+        tracing::warn!(error = %e, "cannot sample the page cache's state; every log write goes through io_uring");
+    }
     let state = load_metadata(&config.data_dir)?;
     tracing::info!(
         shards,

@@ -145,6 +145,9 @@ pub struct ShardMetrics {
     pub log_bytes: u64,
     /// Zeros written past the log ends of the shard's partitions (`log::ahead`).
     pub write_ahead_bytes: u64,
+    /// Plain log writes: copied into the page cache by the shard, handed to io_uring.
+    pub log_writes_in_place: u64,
+    pub log_writes_io_uring: u64,
     /// (group state, groups).
     pub groups: Vec<(&'static str, u64)>,
 }
@@ -193,6 +196,7 @@ pub fn snapshot(ctx: &Context) -> ShardMetrics {
         m.log_bytes += log.size_bytes();
     }
     m.write_ahead_bytes = crate::log::shard_write_ahead_bytes();
+    (m.log_writes_in_place, m.log_writes_io_uring) = crate::log::pagecache::shard_writes();
     let mut groups: BTreeMap<&'static str, u64> = BTreeMap::new();
     for g in ctx.groups.manager.borrow().list(&[]) {
         *groups.entry(g.state.name()).or_default() += 1;
@@ -337,6 +341,25 @@ pub fn render(shards: &[ShardMetrics]) -> String {
         family(&mut out, name, kind, help);
         for s in shards {
             let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.shard, value(s));
+        }
+    }
+    family(
+        &mut out,
+        "sable_log_writes_total",
+        "counter",
+        "Plain (not O_DSYNC) log writes, by who did the copy into the page cache: the shard \
+         (path=\"shard\") or io_uring's worker (path=\"io_uring\").",
+    );
+    for s in shards {
+        for (path, n) in [
+            ("shard", s.log_writes_in_place),
+            ("io_uring", s.log_writes_io_uring),
+        ] {
+            let _ = writeln!(
+                out,
+                "sable_log_writes_total{{shard=\"{}\",path=\"{path}\"}} {n}",
+                s.shard
+            );
         }
     }
     family(

@@ -2,7 +2,9 @@
 //!
 //! Everything here maps `GlommioError` to `std::io::Error`, so the rest of the log is
 //! runtime-free. Reads, writes and fdatasync go through io_uring; what io_uring cannot do
-//! (listing or creating directories) runs on glommio's blocking pool, never on the shard.
+//! (listing or creating directories) runs on glommio's blocking pool, never on the shard. The
+//! exception is an append the kernel will not make wait (`pagecache`): the shard copies it into
+//! the page cache itself, as it sends cached file pages with sendfile itself.
 
 use std::cell::RefCell;
 use std::io;
@@ -11,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use glommio::io::{BufferedFile, Directory, OpenOptions};
+
+use super::pagecache;
 
 /// One segment file, readable and appendable, with its raw fd for sendfile.
 pub struct SegmentFile {
@@ -75,9 +79,43 @@ impl SegmentFile {
     /// Writes all of `buf` at `position`. The buffer moves into io_uring without a copy, so a
     /// short write (a full disk, in practice) cannot be retried and is an error; the caller has not
     /// advanced its end, so the next write lands on the same position and recovery trims the rest.
+    ///
+    /// An append at the end of the file is copied into the page cache by the calling shard itself
+    /// when `pagecache` says the kernel has no reason to make it wait and the page it starts in
+    /// is cached and not under writeback (a write into it would read it from disk, or wait for
+    /// its I/O on devices that need stable pages).
     pub async fn write_at(&self, buf: Vec<u8>, position: u64) -> io::Result<()> {
         let len = buf.len();
+        let in_place = len <= pagecache::INLINE_WRITE_MAX_BYTES
+            && self.appends_at(position)
+            && self.start_page_ready(position)
+            && pagecache::take(len);
+        pagecache::count_write(in_place);
+        if in_place {
+            return write_all_at(self.raw_fd(), &buf, position);
+        }
         whole_write(self.file.write_at(buf, position).await?, len)
+    }
+
+    /// True when `position` is the file's end (fstat: the inode is in memory, no I/O).
+    fn appends_at(&self, position: u64) -> bool {
+        // SAFETY: `st` is a plain struct the kernel fills; the fd is ours while `self` lives.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        unsafe { libc::fstat(self.raw_fd(), &mut st) == 0 && st.st_size as u64 == position }
+    }
+
+    /// True when a write at `position` needs nothing from the page it starts in: the position
+    /// is at a page boundary, or that page is cached and not under writeback.
+    fn start_page_ready(&self, position: u64) -> bool {
+        let page_bytes = page_size_bytes();
+        let offset = position % page_bytes;
+        if offset == 0 {
+            return true;
+        }
+        match cache_stat(self.raw_fd(), position - offset, page_bytes) {
+            Ok(stat) => stat.nr_cache == 1 && stat.nr_writeback == 0,
+            Err(_) => false,
+        }
     }
 
     /// Writes all of `buf` at `position` and returns once it is on disk: one O_DSYNC write,
@@ -139,6 +177,31 @@ impl SegmentFile {
     }
 }
 
+/// pwrite until all of `buf` is written at `position`; a write that makes no progress (a full
+/// disk) is an error, as a short io_uring write is.
+fn write_all_at(fd: RawFd, mut buf: &[u8], mut position: u64) -> io::Result<()> {
+    while !buf.is_empty() {
+        // SAFETY: `buf` is a live slice for the whole call; the kernel only reads from it.
+        let n = unsafe { libc::pwrite(fd, buf.as_ptr().cast(), buf.len(), position as i64) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("short write: {} bytes left", buf.len()),
+            ));
+        }
+        buf = &buf[n as usize..];
+        position += n as u64;
+    }
+    Ok(())
+}
+
 /// A write that moved its buffer into io_uring cannot be resumed, so a short one is an error.
 fn whole_write(written: usize, len: usize) -> io::Result<()> {
     if written == len {
@@ -151,7 +214,7 @@ fn whole_write(written: usize, len: usize) -> io::Result<()> {
     }
 }
 
-fn page_size_bytes() -> u64 {
+pub(crate) fn page_size_bytes() -> u64 {
     // SAFETY: sysconf reads a constant of the running system; it has no memory preconditions.
     let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     if size > 0 { size as u64 } else { 4096 }
@@ -172,6 +235,11 @@ const SYS_CACHESTAT: libc::c_long = 451;
 
 /// Pages of [position, position + len) in the page cache (cachestat, Linux >= 6.5).
 fn cached_pages(fd: RawFd, position: u64, len: u64) -> io::Result<u64> {
+    Ok(cache_stat(fd, position, len)?.nr_cache)
+}
+
+/// The page cache's state of [position, position + len) (cachestat, Linux >= 6.5).
+fn cache_stat(fd: RawFd, position: u64, len: u64) -> io::Result<CacheStat> {
     let range = [position, len];
     let mut stat = CacheStat::default();
     // SAFETY: `range` and `stat` live on this stack frame for the whole call and have the layout
@@ -189,7 +257,7 @@ fn cached_pages(fd: RawFd, position: u64, len: u64) -> io::Result<u64> {
     if r < 0 {
         Err(io::Error::last_os_error())
     } else {
-        Ok(stat.nr_cache)
+        Ok(stat)
     }
 }
 
@@ -207,20 +275,24 @@ pub async fn disk_space(path: &Path) -> io::Result<DiskSpace> {
     let path = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     glommio::executor()
-        .spawn_blocking(move || {
-            // SAFETY: `path` is a NUL-terminated string that outlives the call; `stat` is a
-            // plain struct the kernel fills.
-            let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-            if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let fragment = stat.f_frsize;
-            Ok(DiskSpace {
-                total_bytes: stat.f_blocks.saturating_mul(fragment),
-                usable_bytes: stat.f_bavail.saturating_mul(fragment),
-            })
-        })
+        .spawn_blocking(move || statvfs_space(&path))
         .await
+}
+
+/// statvfs of `path`, synchronously: only off the shards (glommio's blocking pool, the
+/// page-cache sampler).
+pub(crate) fn statvfs_space(path: &std::ffi::CStr) -> io::Result<DiskSpace> {
+    // SAFETY: `path` is a NUL-terminated string that outlives the call; `stat` is a plain
+    // struct the kernel fills.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fragment = stat.f_frsize;
+    Ok(DiskSpace {
+        total_bytes: stat.f_blocks.saturating_mul(fragment),
+        usable_bytes: stat.f_bavail.saturating_mul(fragment),
+    })
 }
 
 /// Creates a directory and its parents on glommio's blocking pool.
@@ -381,6 +453,51 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn appends_at_the_end_are_copied_in_place_when_their_first_page_is_ready() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // This thread (alone) may write in place from here on.
+        pagecache::set_budget_for_tests(1 << 30);
+        run_local(async {
+            let file = SegmentFile::open(&dir.path().join("f")).await.unwrap();
+            let ways = || pagecache::shard_writes();
+            let before = ways();
+            // At the end of the file, page-aligned, then inside a cached page: in place.
+            file.write_at(vec![1; 5000], 0).await.unwrap();
+            file.write_at(vec![2; 3000], 5000).await.unwrap();
+            assert_eq!(ways().0 - before.0, 2);
+            // Not at the end: io_uring (it could need pages read from disk).
+            file.write_at(vec![3; 10], 100).await.unwrap();
+            // Too large for the shard to copy at once: io_uring.
+            let big = pagecache::INLINE_WRITE_MAX_BYTES + 1;
+            file.write_at(vec![4; big], 8000).await.unwrap();
+            assert_eq!(ways().0 - before.0, 2);
+            assert_eq!(ways().1 - before.1, 2);
+            // The page the next append starts in leaves the cache: io_uring.
+            file.fdatasync().await.unwrap();
+            let end = 8000 + big as u64;
+            // SAFETY: advice on a range of our own open file; no memory is passed.
+            let r = unsafe { libc::posix_fadvise(file.raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+            assert_eq!(r, 0);
+            assert!(!file.is_cached(end - 1, 1), "the tail page was dropped");
+            file.write_at(vec![5; 7], end).await.unwrap();
+            assert_eq!(ways().1 - before.1, 3);
+            // It is cached again now: the next append is copied in place.
+            file.write_at(vec![6; 9], end + 7).await.unwrap();
+            assert_eq!(ways().0 - before.0, 3);
+
+            let data = file.read_at(0, end as usize + 16).await.unwrap();
+            let mut want = vec![1u8; 5000];
+            want.extend([2; 3000]);
+            want[100..110].fill(3);
+            want.extend(vec![4; big]);
+            want.extend([5; 7]);
+            want.extend([6; 9]);
+            assert_eq!(data.len(), want.len());
+            assert!(data == want, "bytes differ from what was written");
+        });
+    }
 
     #[test]
     fn write_read_sync_truncate() {

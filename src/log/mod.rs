@@ -17,6 +17,7 @@ mod append;
 pub mod file;
 mod index;
 mod notify;
+pub mod pagecache;
 mod producer;
 mod read;
 mod recovery;
