@@ -8,6 +8,9 @@
 //! unless the kernel
 //! * throttles the writer: dirty pages past halfway from the background threshold to the limit
 //!   (globally, or in a memory cgroup with a limit);
+//! * waits for the inode's allocation lock while writeback of the same file holds it and waits
+//!   for the disk: the kernel's flusher writes back once dirty pages pass the background
+//!   threshold, Sable's own syncs whenever they run (the file layer knows those);
 //! * reclaims memory for the new pages: free memory under the zones' low watermarks, or a memory
 //!   cgroup at its limit;
 //! * must wait for space: ext4 falls back from delayed allocation when the disk is nearly full;
@@ -40,8 +43,8 @@ const DISK_RESERVE_BYTES: u64 = 1 << 30;
 /// Room kept under a memory cgroup's limit, for what else the cgroup allocates meanwhile.
 const CGROUP_RESERVE_BYTES: u64 = 32 << 20;
 
-/// Room kept under the point where the kernel starts throttling writers, for what other
-/// processes dirty between two samples.
+/// Room kept under the background threshold, for what other processes dirty between two
+/// samples.
 const DIRTY_RESERVE_BYTES: u64 = 64 << 20;
 
 /// Sampling period while the shards draw on the budget, and while they do not.
@@ -133,11 +136,9 @@ pub struct Sample {
     pub file: u64,
     /// Dirty plus under writeback: what the kernel compares with its thresholds.
     pub dirty: u64,
-    /// `nr_dirty_background_threshold`: the flusher starts writing back here.
+    /// `nr_dirty_background_threshold`: the flusher starts writing back here (and writers are
+    /// throttled only from halfway between it and `nr_dirty_threshold`).
     pub background_threshold: u64,
-    /// `nr_dirty_threshold`: writers are throttled from halfway between the background
-    /// threshold and this one (`dirty_freerun_ceiling`), and stopped here.
-    pub threshold: u64,
     /// Free space on the data directory's file system.
     pub disk_available: u64,
     /// Memory cgroups with a limit, from the broker's own up to the root.
@@ -157,8 +158,8 @@ pub struct CgroupSample {
 
 /// Bytes that may be written in place before the next sample.
 pub fn budget(s: &Sample) -> u64 {
-    let freerun = freerun_ceiling(s.background_threshold, s.threshold);
-    let dirty_room = freerun
+    let dirty_room = s
+        .background_threshold
         .saturating_sub(DIRTY_RESERVE_BYTES)
         .saturating_sub(s.dirty);
     let free_room = s.free.saturating_sub(s.low_watermarks);
@@ -178,7 +179,8 @@ pub fn budget(s: &Sample) -> u64 {
             && dirtyable > 0
         {
             let available = (headroom + cg.file).min(dirtyable);
-            let ceiling = (freerun as u128 * available as u128 / dirtyable as u128) as u64;
+            let ceiling =
+                (s.background_threshold as u128 * available as u128 / dirtyable as u128) as u64;
             room = room.min(
                 ceiling
                     .saturating_sub(DIRTY_RESERVE_BYTES)
@@ -187,11 +189,6 @@ pub fn budget(s: &Sample) -> u64 {
         }
     }
     room
-}
-
-/// Dirty memory under which the kernel never throttles a writer.
-fn freerun_ceiling(background_threshold: u64, threshold: u64) -> u64 {
-    (background_threshold + threshold.max(background_threshold)) / 2
 }
 
 /// The fields of /proc/vmstat a sample needs, in bytes.
@@ -214,17 +211,16 @@ fn parse_vmstat(text: &str, page_bytes: u64, s: &mut Sample) -> io::Result<()> {
             "nr_active_file" => &mut active_file,
             "nr_inactive_file" => &mut inactive_file,
             "nr_dirty_background_threshold" => &mut s.background_threshold,
-            "nr_dirty_threshold" => &mut s.threshold,
             _ => continue,
         };
         *field = bytes;
         found += 1;
     }
-    if found < 7 {
+    if found < 6 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "/proc/vmstat lacks nr_free_pages, nr_dirty, nr_writeback, nr_active_file, \
-             nr_inactive_file, nr_dirty_threshold or nr_dirty_background_threshold",
+             nr_inactive_file or nr_dirty_background_threshold",
         ));
     }
     s.dirty += writeback;
@@ -445,7 +441,6 @@ mod tests {
             file: 4 * GIB,
             dirty: 10 * MIB,
             background_threshold: 2 * GIB,
-            threshold: 4 * GIB,
             disk_available: 50 * GIB,
             cgroups: Vec::new(),
         }
@@ -457,15 +452,15 @@ mod tests {
     }
 
     #[test]
-    fn budget_keeps_dirty_pages_under_the_point_where_writers_are_throttled() {
-        // Halfway between the 2 GiB background threshold and the 4 GiB limit, less the reserve.
+    fn budget_keeps_dirty_pages_under_the_background_threshold() {
+        // Past it the flusher writes back the log's files too; the reserve is for others.
         let s = Sample {
-            dirty: 3 * GIB - DIRTY_RESERVE_BYTES - 5 * MIB,
+            dirty: 2 * GIB - DIRTY_RESERVE_BYTES - 5 * MIB,
             ..roomy()
         };
         assert_eq!(budget(&s), 5 * MIB);
         let s = Sample {
-            dirty: 3 * GIB,
+            dirty: 2 * GIB,
             ..roomy()
         };
         assert_eq!(budget(&s), 0);
@@ -514,18 +509,18 @@ mod tests {
         };
         assert_eq!(budget(&s), 2 * MIB);
         // v2: 1 GiB of headroom + 1 GiB of file pages is a tenth of the 20 GiB dirtyable, so its
-        // writers are throttled from a tenth of 3 GiB, of which 200 MiB are dirty already.
+        // background threshold is a tenth of 2 GiB, of which 100 MiB are dirty already.
         let v2 = CgroupSample {
             limit: 8 * GIB,
             usage: 7 * GIB,
             file: GIB,
-            dirty: Some(200 * MIB),
+            dirty: Some(100 * MIB),
         };
         let s = Sample {
             cgroups: vec![v2.clone()],
             ..roomy()
         };
-        assert_eq!(budget(&s), 3 * GIB / 10 - DIRTY_RESERVE_BYTES - 200 * MIB);
+        assert_eq!(budget(&s), 2 * GIB / 10 - DIRTY_RESERVE_BYTES - 100 * MIB);
         // The tightest level wins, wherever it is on the path to the root.
         let full = CgroupSample {
             limit: 4 * GIB,
@@ -550,7 +545,6 @@ mod tests {
         assert_eq!(s.file, 100 * 4096);
         assert_eq!(s.dirty, 7 * 4096);
         assert_eq!(s.background_threshold, 300 * 4096);
-        assert_eq!(s.threshold, 600 * 4096);
         let e = parse_vmstat("nr_free_pages 1\n", 4096, &mut Sample::default()).unwrap_err();
         assert!(
             e.to_string().contains("nr_dirty_background_threshold"),
