@@ -101,8 +101,9 @@ pub struct Config {
     /// Copy acks=0/1 appends into the page cache on the shard itself while the kernel has no
     /// reason to make the write wait (dirty pages under the background threshold, free memory
     /// over the low watermarks, room under a memory cgroup's limit and on the disk, sampled every
-    /// 10 ms); false hands every write to io_uring's worker thread, which costs a context switch
-    /// each way on ext4 (Sable's own setting).
+    /// 10 ms), and allocate blocks ahead of partitions growing faster than 10 MB/s; false hands
+    /// every write to io_uring's worker thread, which costs a context switch each way on ext4
+    /// (Sable's own setting).
     #[arg(long, env = "SABLE_LOG_INLINE_WRITES", default_value_t = true, action = clap::ArgAction::Set)]
     pub log_inline_writes: bool,
 

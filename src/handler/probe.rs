@@ -145,6 +145,8 @@ pub struct ShardMetrics {
     pub log_bytes: u64,
     /// Zeros written past the log ends of the shard's partitions (`log::ahead`).
     pub write_ahead_bytes: u64,
+    /// Disk blocks allocated ahead of the log ends of fast partitions (`SegmentFile`).
+    pub preallocated_bytes: u64,
     /// Plain log writes: copied into the page cache by the shard, handed to io_uring.
     pub log_writes_in_place: u64,
     pub log_writes_io_uring: u64,
@@ -197,6 +199,7 @@ pub fn snapshot(ctx: &Context) -> ShardMetrics {
     }
     m.write_ahead_bytes = crate::log::shard_write_ahead_bytes();
     (m.log_writes_in_place, m.log_writes_io_uring) = crate::log::pagecache::shard_writes();
+    m.preallocated_bytes = crate::log::file::shard_preallocated_bytes();
     let mut groups: BTreeMap<&'static str, u64> = BTreeMap::new();
     for g in ctx.groups.manager.borrow().list(&[]) {
         *groups.entry(g.state.name()).or_default() += 1;
@@ -335,6 +338,12 @@ pub fn render(shards: &[ShardMetrics]) -> String {
             "gauge",
             "Zeros written past the log ends of partitions taking lone acks=all appends.",
             |s| s.write_ahead_bytes.to_string(),
+        ),
+        (
+            "sable_log_preallocated_bytes",
+            "gauge",
+            "Disk blocks allocated ahead of the log ends of fast partitions (freed at roll and close).",
+            |s| s.preallocated_bytes.to_string(),
         ),
     ];
     for (name, kind, help, value) in scalars {

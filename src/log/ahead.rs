@@ -21,6 +21,7 @@
 //!   windows).
 
 use std::cell::Cell;
+use std::rc::Rc;
 
 use super::file::{self, SegmentFile};
 use super::{PartitionLog, now_ms};
@@ -153,14 +154,24 @@ impl PartitionLog {
     /// After a write moved the end of the active segment (at `base_offset`) to `log_end`:
     /// zeros it wrote over leave the count, and a lone durable write (`write_through`) starts a
     /// fill when less than `write_ahead_bytes` is left ahead of it.
+    /// A log that grows fast gets blocks allocated ahead of its end instead
+    /// (`SegmentFile::preallocate_ahead`).
     pub(super) fn after_write(&self, base_offset: i64, log_end: u64, write_through: bool) {
         let ahead = &self.write_ahead;
         ahead.recount(base_offset, log_end);
-        let bytes = self.config.borrow().write_ahead_bytes;
-        if !write_through || bytes == 0 || ahead.filling.get() {
-            return;
+        let slow = ahead.measure_rate(now_ms(), base_offset, log_end);
+        if !slow {
+            let file = {
+                let state = self.state.borrow();
+                let active = state.active();
+                (active.base_offset == base_offset).then(|| Rc::clone(&active.file))
+            };
+            if let Some(file) = file {
+                file.preallocate_ahead(log_end);
+            }
         }
-        if !ahead.measure_rate(now_ms(), base_offset, log_end) {
+        let bytes = self.config.borrow().write_ahead_bytes;
+        if !write_through || bytes == 0 || ahead.filling.get() || !slow {
             return;
         }
         if ahead.written_to(base_offset).saturating_sub(log_end) >= bytes {

@@ -415,9 +415,11 @@ impl PartitionLog {
     async fn roll(&self, base_offset: i64) -> Result<(), LogError> {
         let old_file = Rc::clone(&self.state.borrow().active().file);
         old_file.end_durable_writes();
+        // Zeros written ahead, or blocks allocated ahead: a truncate to the end cuts both.
         let cut_zeros = self
             .write_ahead
-            .forget(self.state.borrow().active().base_offset);
+            .forget(self.state.borrow().active().base_offset)
+            || old_file.has_preallocation();
         if self.sync.synced_seq.get() < self.sync.written_seq.get() {
             self.sync.unsynced_rolled.borrow_mut().push(old_file);
         }

@@ -25,8 +25,71 @@ pub struct SegmentFile {
     dsync: RefCell<Option<Rc<BufferedFile>>>,
     /// Syncs of this file in flight (fdatasync, O_DSYNC writes). While one writes back, a write
     /// that dirties new blocks can wait on the inode's allocation lock for as long as the
-    /// writeback waits on the disk (50-150 ms seen here), so no write is done in place then.
+    /// writeback waits on the disk (50-150 ms seen here), so no write is done in place then,
+    /// unless its blocks were allocated ahead.
     syncing: Cell<u32>,
+    preallocation: Preallocation,
+}
+
+/// Blocks allocated ahead of a file's written end (`fallocate` with `FALLOC_FL_KEEP_SIZE`: the
+/// file's size, which recovery trusts, does not move). A write into them finds its blocks in the
+/// extent cache and takes no allocation lock, so writeback of the file cannot hold it up.
+#[derive(Default)]
+struct Preallocation {
+    /// End of the blocks allocated ahead; 0 when none (or after a truncate freed them).
+    to: Cell<u64>,
+    /// End of what this file's writes have written.
+    written_to: Cell<u64>,
+    /// Bytes allocated past `written_to`, as counted in `SHARD_PREALLOCATED_BYTES`.
+    counted: Cell<u64>,
+    in_flight: Cell<bool>,
+}
+
+/// Bytes one `preallocate_ahead` allocates.
+pub const PREALLOCATE_CHUNK_BYTES: u64 = 8 << 20;
+
+/// Most bytes allocated ahead of the written ends of one shard's files (10,000 partitions must
+/// not hold 10,000 chunks).
+pub const PREALLOCATE_SHARD_MAX_BYTES: u64 = 256 << 20;
+
+thread_local! {
+    static SHARD_PREALLOCATED_BYTES: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Bytes allocated ahead of the written ends of this shard's files.
+pub fn shard_preallocated_bytes() -> u64 {
+    SHARD_PREALLOCATED_BYTES.with(Cell::get)
+}
+
+impl Preallocation {
+    /// Counts what lies past `written_to` in the shard's total: the one place it changes.
+    fn recount(&self) {
+        let bytes = self.to.get().saturating_sub(self.written_to.get());
+        let before = self.counted.replace(bytes);
+        SHARD_PREALLOCATED_BYTES.with(|total| total.set(total.get() - before + bytes));
+    }
+
+    fn written(&self, end: u64) {
+        if end > self.written_to.get() {
+            self.written_to.set(end);
+            self.recount();
+        }
+    }
+
+    /// After a truncate to `size_bytes`, which frees blocks past the end (ext4 does so even when
+    /// the size does not change).
+    fn truncated(&self, size_bytes: u64) {
+        self.to.set(0);
+        self.written_to.set(size_bytes);
+        self.recount();
+    }
+}
+
+impl Drop for SegmentFile {
+    fn drop(&mut self) {
+        self.preallocation.to.set(0);
+        self.preallocation.recount();
+    }
 }
 
 /// Counts a sync of a file in flight until dropped (also when its future is cancelled).
@@ -60,6 +123,7 @@ impl SegmentFile {
             path: path.to_path_buf(),
             dsync: RefCell::new(None),
             syncing: Cell::new(0),
+            preallocation: Preallocation::default(),
         })
     }
 
@@ -72,6 +136,7 @@ impl SegmentFile {
             path: path.to_path_buf(),
             dsync: RefCell::new(None),
             syncing: Cell::new(0),
+            preallocation: Preallocation::default(),
         })
     }
 
@@ -104,20 +169,106 @@ impl SegmentFile {
     ///
     /// An append at the end of the file is copied into the page cache by the calling shard itself
     /// when `pagecache` says the kernel has no reason to make it wait, no sync of this file is in
-    /// flight, and the page it starts in is cached and not under writeback (a write into it would
-    /// read it from disk, or wait for its I/O on devices that need stable pages).
+    /// flight (unless its blocks were allocated ahead), and the page it starts in is cached and
+    /// not under writeback (a write into it would read it from disk, or wait for its I/O on
+    /// devices that need stable pages).
     pub async fn write_at(&self, buf: Vec<u8>, position: u64) -> io::Result<()> {
         let len = buf.len();
+        let end = position + len as u64;
+        let preallocated = end <= self.preallocation.to.get();
         let in_place = len <= pagecache::INLINE_WRITE_MAX_BYTES
-            && self.syncing.get() == 0
+            && (preallocated || self.syncing.get() == 0)
             && self.appends_at(position)
             && self.start_page_ready(position)
-            && pagecache::take(len);
+            && pagecache::take(len, preallocated);
         pagecache::count_write(in_place);
         if in_place {
-            return write_all_at(self.raw_fd(), &buf, position);
+            write_all_at(self.raw_fd(), &buf, position)?;
+        } else {
+            whole_write(self.file.write_at(buf, position).await?, len)?;
         }
-        whole_write(self.file.write_at(buf, position).await?, len)
+        self.preallocation.written(end);
+        Ok(())
+    }
+
+    /// Allocates the next `PREALLOCATE_CHUNK_BYTES` past `end` in the background (glommio's
+    /// blocking pool: allocation can read bitmaps from disk), when less than half a chunk is
+    /// allocated ahead of it, none is being allocated, the shard's total allows and the sampler
+    /// says the disk has room. The log calls it for partitions that grow fast.
+    pub fn preallocate_ahead(self: &Rc<Self>, end: u64) {
+        let p = &self.preallocation;
+        if p.in_flight.get()
+            || p.to.get() >= end + PREALLOCATE_CHUNK_BYTES / 2
+            || shard_preallocated_bytes() + PREALLOCATE_CHUNK_BYTES > PREALLOCATE_SHARD_MAX_BYTES
+            || !pagecache::preallocation_allowed()
+        {
+            return;
+        }
+        let from = p.to.get().max(end);
+        p.in_flight.set(true);
+        let me = Rc::clone(self);
+        spawn_detached(async move {
+            let result = me.fallocate_keep_size(from, PREALLOCATE_CHUNK_BYTES).await;
+            let p = &me.preallocation;
+            p.in_flight.set(false);
+            match result {
+                Ok(()) => {
+                    p.to.set(from + PREALLOCATE_CHUNK_BYTES);
+                    p.recount();
+                }
+                // Only the writes' path depends on it.
+                Err(e) => {
+                    tracing::debug!(path = %me.path.display(), error = %e, "preallocation failed")
+                }
+            }
+        });
+    }
+
+    /// True when blocks may be allocated past the end (or are being): a file that takes no more
+    /// appends is truncated to its size to free them.
+    pub fn has_preallocation(&self) -> bool {
+        self.preallocation.to.get() > 0 || self.preallocation.in_flight.get()
+    }
+
+    /// Bytes of disk blocks the file holds (fstat: the inode is in memory, no I/O).
+    pub fn allocated_bytes(&self) -> io::Result<u64> {
+        // SAFETY: `st` is a plain struct the kernel fills; the fd is ours while `self` lives.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        if unsafe { libc::fstat(self.raw_fd(), &mut st) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(st.st_blocks as u64 * 512)
+    }
+
+    /// fallocate(FALLOC_FL_KEEP_SIZE) of [from, from + len) on a duplicate of the descriptor (the
+    /// file may be closed before the blocking pool gets to it; a duplicate keeps it open).
+    async fn fallocate_keep_size(&self, from: u64, len: u64) -> io::Result<()> {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        // SAFETY: dup of our own open descriptor; the new one is owned by `fd` below.
+        let raw = unsafe { libc::dup(self.raw_fd()) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a fresh descriptor nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        glommio::executor()
+            .spawn_blocking(move || {
+                // SAFETY: `fd` is open for the whole call; no memory is passed.
+                let r = unsafe {
+                    libc::fallocate(
+                        fd.as_raw_fd(),
+                        libc::FALLOC_FL_KEEP_SIZE,
+                        from as libc::off_t,
+                        len as libc::off_t,
+                    )
+                };
+                if r == 0 {
+                    Ok(())
+                } else {
+                    Err(io::Error::last_os_error())
+                }
+            })
+            .await
     }
 
     /// True when `position` is the file's end (fstat: the inode is in memory, no I/O).
@@ -178,8 +329,11 @@ impl SegmentFile {
         Ok(self.file.fdatasync().await?)
     }
 
+    /// Cuts the file at `size_bytes`, which also frees blocks allocated past it.
     pub async fn truncate(&self, size_bytes: u64) -> io::Result<()> {
-        Ok(self.file.truncate(size_bytes).await?)
+        self.file.truncate(size_bytes).await?;
+        self.preallocation.truncated(size_bytes);
+        Ok(())
     }
 
     pub async fn size(&self) -> io::Result<u64> {
@@ -478,6 +632,53 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blocks_allocated_ahead_take_appends_in_place_during_a_sync_and_a_truncate_frees_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        pagecache::set_budget_for_tests(1 << 30);
+        run_local(async {
+            let file = Rc::new(SegmentFile::open(&dir.path().join("p")).await.unwrap());
+            let before = shard_preallocated_bytes();
+            file.write_at(vec![1; 10_000], 0).await.unwrap();
+            file.preallocate_ahead(10_000);
+            assert!(file.has_preallocation(), "allocating");
+            while file.preallocation.in_flight.get() {
+                sleep_ms(1).await;
+            }
+            assert!(file.allocated_bytes().unwrap() >= 10_000 + PREALLOCATE_CHUNK_BYTES);
+            assert_eq!(file.size().await.unwrap(), 10_000, "the size does not move");
+            assert_eq!(shard_preallocated_bytes() - before, PREALLOCATE_CHUNK_BYTES);
+            // Half a chunk is still ahead after this write: nothing more is allocated.
+            file.write_at(vec![2; 5_000], 10_000).await.unwrap();
+            file.preallocate_ahead(15_000);
+            assert!(!file.preallocation.in_flight.get());
+            assert_eq!(
+                shard_preallocated_bytes() - before,
+                PREALLOCATE_CHUNK_BYTES - 5_000,
+                "what is written leaves the count"
+            );
+            // A sync in flight keeps appends out of the shard, except into allocated blocks.
+            let ways = pagecache::shard_writes();
+            let mut sync = Box::pin(file.fdatasync());
+            assert!(futures_lite::future::poll_once(&mut sync).await.is_none());
+            file.write_at(vec![3; 3_000], 15_000).await.unwrap();
+            assert_eq!(pagecache::shard_writes().0 - ways.0, 1);
+            sync.await.unwrap();
+            let data = file.read_at(0, 20_000).await.unwrap();
+            assert_eq!(data.len(), 18_000);
+            assert!(data[15_000..].iter().all(|&b| b == 3));
+            // Cut at its end, the file gives the blocks back.
+            file.truncate(18_000).await.unwrap();
+            assert!(!file.has_preallocation());
+            assert!(
+                file.allocated_bytes().unwrap() < 1 << 20,
+                "{}",
+                file.allocated_bytes().unwrap()
+            );
+            assert_eq!(shard_preallocated_bytes(), before);
+        });
+    }
 
     #[test]
     fn appends_at_the_end_are_copied_in_place_when_nothing_can_make_them_wait() {

@@ -417,7 +417,7 @@ impl PartitionLog {
                 active.size_bytes,
             )
         };
-        if self.write_ahead.forget(active_base) {
+        if self.write_ahead.forget(active_base) || active_file.has_preallocation() {
             active_file.truncate(active_end).await?;
         }
         self.sync_through(self.sync.written_seq.get(), false)

@@ -10,15 +10,17 @@
 //!   (globally, or in a memory cgroup with a limit);
 //! * waits for the inode's allocation lock while writeback of the same file holds it and waits
 //!   for the disk: the kernel's flusher writes back once dirty pages pass the background
-//!   threshold, Sable's own syncs whenever they run (the file layer knows those);
+//!   threshold, Sable's own syncs whenever they run (the file layer knows those). A write into
+//!   blocks allocated ahead (`SegmentFile::preallocate_ahead`) does not take that lock;
 //! * reclaims memory for the new pages: free memory under the zones' low watermarks, or a memory
 //!   cgroup at its limit;
 //! * must wait for space: ext4 falls back from delayed allocation when the disk is nearly full;
 //! * reads the partial page the append starts in, or waits for that page's writeback.
 //!
-//! A sampler thread (not a shard) reads the first three every few milliseconds and sets a byte
-//! budget: what the shards together may write in place before the next sample and still stay
-//! clear of all of them. The file layer checks the fourth itself, per write. A write the budget
+//! A sampler thread (not a shard) reads the kernel's numbers every few milliseconds and sets two
+//! byte budgets: what the shards together may write in place before the next sample and still
+//! stay clear of all of these, and a larger one for writes into preallocated blocks, which only
+//! need dirty pages under the point where writers are throttled. The file layer checks the fourth itself, per write. A write the budget
 //! does not cover, or that starts in a page not cached or under writeback, goes through io_uring
 //! as before. If the sampler stops, the budget runs out and every write goes through io_uring.
 
@@ -51,10 +53,13 @@ const DIRTY_RESERVE_BYTES: u64 = 64 << 20;
 const SAMPLE_BUSY: Duration = Duration::from_millis(10);
 const SAMPLE_IDLE: Duration = Duration::from_millis(100);
 
-/// The budget the shards draw on; `enabled` false until the first sample is in.
+/// The budgets the shards draw on; `enabled` false until the first sample is in.
 pub struct Budget {
     enabled: AtomicBool,
+    /// For writes that may allocate blocks: dirty pages under the background threshold.
     bytes: AtomicU64,
+    /// For writes into preallocated blocks: dirty pages under the free-run ceiling.
+    preallocated: AtomicU64,
     drawn: AtomicBool,
 }
 
@@ -63,28 +68,40 @@ impl Budget {
         Budget {
             enabled: AtomicBool::new(false),
             bytes: AtomicU64::new(0),
+            preallocated: AtomicU64::new(0),
             drawn: AtomicBool::new(false),
         }
     }
 
-    /// Takes `len` bytes of the budget if all of them are there.
-    pub fn take(&self, len: usize) -> bool {
+    /// Takes `len` bytes of the budget for a write into blocks `preallocated` or not, if all of
+    /// them are there. Either kind dirties pages, so both budgets shrink.
+    pub fn take(&self, len: usize, preallocated: bool) -> bool {
         if !self.enabled.load(Ordering::Relaxed) {
             return false;
         }
-        let taken = self
-            .bytes
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
-                b.checked_sub(len as u64)
-            })
+        let len = len as u64;
+        let (first, other) = if preallocated {
+            (&self.preallocated, &self.bytes)
+        } else {
+            (&self.bytes, &self.preallocated)
+        };
+        let taken = first
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(len))
             .is_ok();
+        if taken {
+            let _ = other.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                Some(b.saturating_sub(len))
+            });
+        }
         self.drawn.store(true, Ordering::Relaxed);
         taken
     }
 
-    /// Replaces the budget with a new sample's; true when it was drawn on since the last one.
-    fn set(&self, bytes: u64) -> bool {
-        self.bytes.store(bytes, Ordering::Relaxed);
+    /// Replaces the budgets with a new sample's; true when they were drawn on since the last one.
+    fn set(&self, budgets: Budgets) -> bool {
+        self.bytes.store(budgets.allocating, Ordering::Relaxed);
+        self.preallocated
+            .store(budgets.preallocated, Ordering::Relaxed);
         self.enabled.store(true, Ordering::Relaxed);
         self.drawn.swap(false, Ordering::Relaxed)
     }
@@ -92,16 +109,39 @@ impl Budget {
 
 static BUDGET: Budget = Budget::new();
 
-/// Takes `len` bytes of the process's in-place write budget; false when the sampler is not
-/// running or the budget does not cover them.
-pub fn take(len: usize) -> bool {
+/// The disk has room for blocks allocated ahead (set by the sampler).
+static PREALLOCATION_ALLOWED: AtomicBool = AtomicBool::new(false);
+
+/// Free disk space under which no blocks are allocated ahead, beyond twice what is dirty.
+const PREALLOCATION_DISK_RESERVE_BYTES: u64 = 4 << 30;
+
+/// True when the sampler runs and the last sample found the disk roomy enough for blocks
+/// allocated ahead of the log ends.
+pub fn preallocation_allowed() -> bool {
     #[cfg(test)]
-    if let Some(taken) =
-        TEST_BUDGET.with(|b| b.enabled.load(Ordering::Relaxed).then(|| b.take(len)))
-    {
+    if TEST_BUDGET.with(|b| b.enabled.load(Ordering::Relaxed)) {
+        return true;
+    }
+    PREALLOCATION_ALLOWED.load(Ordering::Relaxed)
+}
+
+fn preallocation_fits(s: &Sample) -> bool {
+    s.disk_available > PREALLOCATION_DISK_RESERVE_BYTES + 2 * s.dirty
+}
+
+/// Takes `len` bytes of the process's in-place write budget, for a write into blocks
+/// `preallocated` or not; false when the sampler is not running or the budget does not cover
+/// them.
+pub fn take(len: usize, preallocated: bool) -> bool {
+    #[cfg(test)]
+    if let Some(taken) = TEST_BUDGET.with(|b| {
+        b.enabled
+            .load(Ordering::Relaxed)
+            .then(|| b.take(len, preallocated))
+    }) {
         return taken;
     }
-    BUDGET.take(len)
+    BUDGET.take(len, preallocated)
 }
 
 thread_local! {
@@ -136,9 +176,11 @@ pub struct Sample {
     pub file: u64,
     /// Dirty plus under writeback: what the kernel compares with its thresholds.
     pub dirty: u64,
-    /// `nr_dirty_background_threshold`: the flusher starts writing back here (and writers are
-    /// throttled only from halfway between it and `nr_dirty_threshold`).
+    /// `nr_dirty_background_threshold`: the flusher starts writing back here.
     pub background_threshold: u64,
+    /// `nr_dirty_threshold`: writers are throttled from halfway between the background
+    /// threshold and this one (`dirty_freerun_ceiling`), and stopped here.
+    pub threshold: u64,
     /// Free space on the data directory's file system.
     pub disk_available: u64,
     /// Memory cgroups with a limit, from the broker's own up to the root.
@@ -157,9 +199,25 @@ pub struct CgroupSample {
 }
 
 /// Bytes that may be written in place before the next sample.
-pub fn budget(s: &Sample) -> u64 {
-    let dirty_room = s
-        .background_threshold
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budgets {
+    /// Into blocks not allocated yet.
+    pub allocating: u64,
+    /// Into blocks allocated ahead.
+    pub preallocated: u64,
+}
+
+pub fn budgets(s: &Sample) -> Budgets {
+    let freerun = (s.background_threshold + s.threshold.max(s.background_threshold)) / 2;
+    Budgets {
+        allocating: budget(s, s.background_threshold),
+        preallocated: budget(s, freerun),
+    }
+}
+
+/// What may be written in place while dirty pages stay under `dirty_ceiling` (less the reserve).
+fn budget(s: &Sample, dirty_ceiling: u64) -> u64 {
+    let dirty_room = dirty_ceiling
         .saturating_sub(DIRTY_RESERVE_BYTES)
         .saturating_sub(s.dirty);
     let free_room = s.free.saturating_sub(s.low_watermarks);
@@ -179,8 +237,7 @@ pub fn budget(s: &Sample) -> u64 {
             && dirtyable > 0
         {
             let available = (headroom + cg.file).min(dirtyable);
-            let ceiling =
-                (s.background_threshold as u128 * available as u128 / dirtyable as u128) as u64;
+            let ceiling = (dirty_ceiling as u128 * available as u128 / dirtyable as u128) as u64;
             room = room.min(
                 ceiling
                     .saturating_sub(DIRTY_RESERVE_BYTES)
@@ -211,16 +268,17 @@ fn parse_vmstat(text: &str, page_bytes: u64, s: &mut Sample) -> io::Result<()> {
             "nr_active_file" => &mut active_file,
             "nr_inactive_file" => &mut inactive_file,
             "nr_dirty_background_threshold" => &mut s.background_threshold,
+            "nr_dirty_threshold" => &mut s.threshold,
             _ => continue,
         };
         *field = bytes;
         found += 1;
     }
-    if found < 6 {
+    if found < 7 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "/proc/vmstat lacks nr_free_pages, nr_dirty, nr_writeback, nr_active_file, \
-             nr_inactive_file or nr_dirty_background_threshold",
+             nr_inactive_file, nr_dirty_threshold or nr_dirty_background_threshold",
         ));
     }
     s.dirty += writeback;
@@ -388,8 +446,9 @@ pub fn start(data_dir: &Path) -> io::Result<()> {
     };
     let mut watermarks = low_watermarks(page_bytes)?;
     let first = sources.sample(watermarks)?;
-    tracing::debug!(?first, budget = budget(&first), "page-cache write budget");
-    BUDGET.set(budget(&first));
+    tracing::debug!(?first, budgets = ?budgets(&first), "page-cache write budget");
+    BUDGET.set(budgets(&first));
+    PREALLOCATION_ALLOWED.store(preallocation_fits(&first), Ordering::Relaxed);
     std::thread::Builder::new()
         .name("sable-pagecache".into())
         .spawn(move || {
@@ -403,10 +462,17 @@ pub fn start(data_dir: &Path) -> io::Result<()> {
                     watermarks = low_watermarks(page_bytes).unwrap_or(watermarks);
                 }
                 match sources.sample(watermarks) {
-                    Ok(s) => busy = BUDGET.set(budget(&s)),
+                    Ok(s) => {
+                        PREALLOCATION_ALLOWED.store(preallocation_fits(&s), Ordering::Relaxed);
+                        busy = BUDGET.set(budgets(&s));
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "page-cache sampler stopped; log writes go through io_uring");
-                        BUDGET.set(0);
+                        PREALLOCATION_ALLOWED.store(false, Ordering::Relaxed);
+                        BUDGET.set(Budgets {
+                            allocating: 0,
+                            preallocated: 0,
+                        });
                         return;
                     }
                 }
@@ -424,7 +490,12 @@ thread_local! {
 /// Lets the calling thread write `bytes` in place, for tests of the file layer.
 #[cfg(test)]
 pub(crate) fn set_budget_for_tests(bytes: u64) {
-    TEST_BUDGET.with(|b| b.set(bytes));
+    TEST_BUDGET.with(|b| {
+        b.set(Budgets {
+            allocating: bytes,
+            preallocated: bytes,
+        })
+    });
 }
 
 #[cfg(test)]
@@ -441,6 +512,7 @@ mod tests {
             file: 4 * GIB,
             dirty: 10 * MIB,
             background_threshold: 2 * GIB,
+            threshold: 4 * GIB,
             disk_available: 50 * GIB,
             cgroups: Vec::new(),
         }
@@ -448,7 +520,24 @@ mod tests {
 
     #[test]
     fn budget_is_capped_when_there_is_room_everywhere() {
-        assert_eq!(budget(&roomy()), BUDGET_MAX_BYTES);
+        assert_eq!(budgets(&roomy()).allocating, BUDGET_MAX_BYTES);
+        assert_eq!(budgets(&roomy()).preallocated, BUDGET_MAX_BYTES);
+    }
+
+    #[test]
+    fn preallocated_blocks_may_be_written_up_to_the_free_run_ceiling() {
+        // Halfway between the 2 GiB background threshold and the 4 GiB limit, less the reserve.
+        let s = Sample {
+            dirty: 3 * GIB - DIRTY_RESERVE_BYTES - 5 * MIB,
+            ..roomy()
+        };
+        assert_eq!(
+            budgets(&s),
+            Budgets {
+                allocating: 0,
+                preallocated: 5 * MIB
+            }
+        );
     }
 
     #[test]
@@ -458,12 +547,12 @@ mod tests {
             dirty: 2 * GIB - DIRTY_RESERVE_BYTES - 5 * MIB,
             ..roomy()
         };
-        assert_eq!(budget(&s), 5 * MIB);
+        assert_eq!(budgets(&s).allocating, 5 * MIB);
         let s = Sample {
             dirty: 2 * GIB,
             ..roomy()
         };
-        assert_eq!(budget(&s), 0);
+        assert_eq!(budgets(&s).allocating, 0);
     }
 
     #[test]
@@ -472,12 +561,12 @@ mod tests {
             free: 100 * MIB + 3 * MIB,
             ..roomy()
         };
-        assert_eq!(budget(&s), 3 * MIB);
+        assert_eq!(budgets(&s).allocating, 3 * MIB);
         let s = Sample {
             free: 90 * MIB,
             ..roomy()
         };
-        assert_eq!(budget(&s), 0);
+        assert_eq!(budgets(&s).allocating, 0);
     }
 
     #[test]
@@ -486,12 +575,12 @@ mod tests {
             disk_available: 2 * (GIB + 10 * MIB + 7 * MIB),
             ..roomy()
         };
-        assert_eq!(budget(&s), 7 * MIB);
+        assert_eq!(budgets(&s).allocating, 7 * MIB);
         let s = Sample {
             disk_available: GIB,
             ..roomy()
         };
-        assert_eq!(budget(&s), 0);
+        assert_eq!(budgets(&s).allocating, 0);
     }
 
     #[test]
@@ -507,7 +596,7 @@ mod tests {
             cgroups: vec![v1],
             ..roomy()
         };
-        assert_eq!(budget(&s), 2 * MIB);
+        assert_eq!(budgets(&s).allocating, 2 * MIB);
         // v2: 1 GiB of headroom + 1 GiB of file pages is a tenth of the 20 GiB dirtyable, so its
         // background threshold is a tenth of 2 GiB, of which 100 MiB are dirty already.
         let v2 = CgroupSample {
@@ -520,7 +609,10 @@ mod tests {
             cgroups: vec![v2.clone()],
             ..roomy()
         };
-        assert_eq!(budget(&s), 2 * GIB / 10 - DIRTY_RESERVE_BYTES - 100 * MIB);
+        assert_eq!(
+            budgets(&s).allocating,
+            2 * GIB / 10 - DIRTY_RESERVE_BYTES - 100 * MIB
+        );
         // The tightest level wins, wherever it is on the path to the root.
         let full = CgroupSample {
             limit: 4 * GIB,
@@ -531,7 +623,7 @@ mod tests {
             cgroups: vec![v2, full],
             ..roomy()
         };
-        assert_eq!(budget(&s), 0);
+        assert_eq!(budgets(&s).allocating, 0);
     }
 
     #[test]
@@ -545,6 +637,7 @@ mod tests {
         assert_eq!(s.file, 100 * 4096);
         assert_eq!(s.dirty, 7 * 4096);
         assert_eq!(s.background_threshold, 300 * 4096);
+        assert_eq!(s.threshold, 600 * 4096);
         let e = parse_vmstat("nr_free_pages 1\n", 4096, &mut Sample::default()).unwrap_err();
         assert!(
             e.to_string().contains("nr_dirty_background_threshold"),
@@ -628,14 +721,25 @@ mod tests {
     #[test]
     fn take_draws_whole_writes_only_and_only_once_enabled() {
         let b = Budget::new();
-        assert!(!b.take(1), "no sample yet");
-        assert!(!b.set(10));
-        assert!(b.take(6));
-        assert!(!b.take(6), "4 bytes left");
-        assert!(b.take(4));
-        assert!(!b.take(1));
-        assert!(b.set(100), "drawn on since the last sample");
-        assert!(!b.set(100));
+        let both = |allocating, preallocated| Budgets {
+            allocating,
+            preallocated,
+        };
+        assert!(!b.take(1, false), "no sample yet");
+        assert!(!b.set(both(10, 20)));
+        assert!(b.take(6, false));
+        assert!(!b.take(6, false), "4 bytes left");
+        assert!(b.take(4, false));
+        assert!(!b.take(1, false));
+        // The other budget shrank by the same 10 bytes.
+        assert!(!b.take(11, true));
+        assert!(b.take(10, true));
+        assert!(b.set(both(100, 100)), "drawn on since the last sample");
+        assert!(!b.set(both(100, 100)));
+        // A preallocated write shrinks the other budget too, never below zero.
+        b.set(both(5, 100));
+        assert!(b.take(50, true));
+        assert!(!b.take(1, false));
     }
 
     #[test]

@@ -87,10 +87,21 @@ pub(crate) async fn open_segment(
             segment.file.fdatasync().await?;
         }
     }
+    // Blocks a crash left allocated past the end (`SegmentFile::preallocate_ahead`): data-less,
+    // but they hold disk space until a truncate frees them.
+    if end.stopped.is_none()
+        && segment.file.allocated_bytes()? > file_bytes + PREALLOCATED_SLACK_BYTES
+    {
+        segment.file.truncate(file_bytes).await?;
+    }
     segment.index_dirty = segment.index.encode() != index_bytes
         || segment.time_index_for_disk().encode() != time_index_bytes;
     Ok(segment)
 }
+
+/// Blocks past a segment's end that recovery leaves alone: less than a preallocation chunk, more
+/// than a file system rounds up to.
+const PREALLOCATED_SLACK_BYTES: u64 = 1 << 20;
 
 /// True when [from, to) of the file holds only zeros and is no longer than the zeros a log
 /// writes ahead of its end can be (`ZEROS_PAST_END_MAX_BYTES`).

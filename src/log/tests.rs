@@ -1325,3 +1325,52 @@ fn a_roll_cuts_the_zeros_past_the_rolled_segment_and_recovery_cuts_any_left_in_a
         assert!(log.high_watermark().0 >= 2);
     });
 }
+
+/// Bytes of disk blocks a file holds.
+fn blocks_bytes(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).expect("stat").blocks() * 512
+}
+
+#[test]
+fn a_fast_log_gets_blocks_allocated_ahead_and_recovery_frees_them_after_a_crash() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = LogConfig {
+        write_ahead_bytes: 0,
+        ..LogConfig::default()
+    };
+    let path = dir.path().join(segment::file_name(0, LOG_SUFFIX));
+    let chunk = super::file::PREALLOCATE_CHUNK_BYTES;
+    run_local(async {
+        // This thread may write in place and allocate ahead, as a shard with the sampler may.
+        super::pagecache::set_budget_for_tests(1 << 30);
+        let log = open(dir.path(), &config).await;
+        // Over 10 MB/s for longer than a rate interval: 1 MiB appends, 2 ms apart.
+        for i in 0..40 {
+            log.append(batch(i, 1 << 20), Acks::Leader)
+                .await
+                .expect("append");
+            super::file::sleep_ms(2).await;
+        }
+        let mut waited = 0;
+        while blocks_bytes(&path) < log.size_bytes() + chunk / 2 {
+            assert!(waited < 2_000, "no blocks allocated ahead of a fast log");
+            super::file::sleep_ms(1).await;
+            waited += 1;
+        }
+        assert_eq!(file_len(&path), log.size_bytes(), "the size does not move");
+        // Dropped without close: a crash with the blocks allocated.
+    });
+    assert!(blocks_bytes(&path) > file_len(&path) + (1 << 20));
+    run_local(async {
+        let log = open(dir.path(), &LogConfig::default()).await;
+        assert_eq!(log.high_watermark(), Offset(40));
+        assert!(
+            blocks_bytes(&path) < file_len(&path) + (1 << 20),
+            "recovery freed the blocks past the end"
+        );
+        let (_, headers) = read_bytes(&log, 0, u64::MAX).await;
+        assert_eq!(headers.len(), 40);
+        log.close().await.expect("close");
+    });
+}
