@@ -314,7 +314,9 @@ impl SegmentFile {
         };
         let len = buf.len();
         let _syncing = Syncing::start(&self.syncing);
-        whole_write(dsync.write_at(buf, position).await?, len)
+        whole_write(dsync.write_at(buf, position).await?, len)?;
+        self.preallocation.written(position + len as u64);
+        Ok(())
     }
 
     /// Closes the O_DSYNC descriptor, if any: a rolled segment takes no more writes, and 10,000
