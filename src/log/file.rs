@@ -230,14 +230,19 @@ impl SegmentFile {
         self.preallocation.to.get() > 0 || self.preallocation.in_flight.get()
     }
 
-    /// Bytes of disk blocks the file holds (fstat: the inode is in memory, no I/O).
+    /// Bytes of disk blocks the file holds.
     pub fn allocated_bytes(&self) -> io::Result<u64> {
+        Ok(self.stat()?.st_blocks as u64 * 512)
+    }
+
+    /// fstat: the inode is in memory, no I/O.
+    fn stat(&self) -> io::Result<libc::stat> {
         // SAFETY: `st` is a plain struct the kernel fills; the fd is ours while `self` lives.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         if unsafe { libc::fstat(self.raw_fd(), &mut st) } != 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(st.st_blocks as u64 * 512)
+        Ok(st)
     }
 
     /// fallocate(FALLOC_FL_KEEP_SIZE) of [from, from + len) on a duplicate of the descriptor (the
@@ -271,11 +276,9 @@ impl SegmentFile {
             .await
     }
 
-    /// True when `position` is the file's end (fstat: the inode is in memory, no I/O).
+    /// True when `position` is the file's end.
     fn appends_at(&self, position: u64) -> bool {
-        // SAFETY: `st` is a plain struct the kernel fills; the fd is ours while `self` lives.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        unsafe { libc::fstat(self.raw_fd(), &mut st) == 0 && st.st_size as u64 == position }
+        self.stat().is_ok_and(|st| st.st_size as u64 == position)
     }
 
     /// True when a write at `position` needs nothing from the page it starts in: the position
