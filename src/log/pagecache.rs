@@ -20,9 +20,10 @@
 //! A sampler thread (not a shard) reads the kernel's numbers every few milliseconds and sets two
 //! byte budgets: what the shards together may write in place before the next sample and still
 //! stay clear of all of these, and a larger one for writes into preallocated blocks, which only
-//! need dirty pages under the point where writers are throttled. The file layer checks the fourth itself, per write. A write the budget
-//! does not cover, or that starts in a page not cached or under writeback, goes through io_uring
-//! as before. If the sampler stops, the budget runs out and every write goes through io_uring.
+//! need dirty pages under the point where writers are throttled. The file layer checks the rest
+//! per write: a sync of the file in flight, and the page the write starts in. A write the budget
+//! does not cover, or that fails those checks, goes through io_uring as before. If the sampler
+//! stops, the budget runs out and every write goes through io_uring.
 
 use std::cell::Cell;
 use std::io;
