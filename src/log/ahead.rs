@@ -151,24 +151,23 @@ pub fn shard_ahead_bytes() -> u64 {
 }
 
 impl PartitionLog {
-    /// After a write moved the end of the active segment (at `base_offset`) to `log_end`:
-    /// zeros it wrote over leave the count, and a lone durable write (`write_through`) starts a
-    /// fill when less than `write_ahead_bytes` is left ahead of it.
+    /// After a write moved the end of the active segment (at `base_offset`, in `file`) to
+    /// `log_end`: zeros it wrote over leave the count, and a lone durable write (`write_through`)
+    /// starts a fill when less than `write_ahead_bytes` is left ahead of it.
     /// A log that grows fast gets blocks allocated ahead of its end instead
     /// (`SegmentFile::preallocate_ahead`).
-    pub(super) fn after_write(&self, base_offset: i64, log_end: u64, write_through: bool) {
+    pub(super) fn after_write(
+        &self,
+        file: &Rc<SegmentFile>,
+        base_offset: i64,
+        log_end: u64,
+        write_through: bool,
+    ) {
         let ahead = &self.write_ahead;
         ahead.recount(base_offset, log_end);
         let slow = ahead.measure_rate(now_ms(), base_offset, log_end);
         if !slow {
-            let file = {
-                let state = self.state.borrow();
-                let active = state.active();
-                (active.base_offset == base_offset).then(|| Rc::clone(&active.file))
-            };
-            if let Some(file) = file {
-                file.preallocate_ahead(log_end);
-            }
+            file.preallocate_ahead(log_end);
         }
         let bytes = self.config.borrow().write_ahead_bytes;
         if !write_through || bytes == 0 || ahead.filling.get() || !slow {

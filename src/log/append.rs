@@ -375,7 +375,7 @@ impl PartitionLog {
             }
             written
         };
-        self.after_write(active_base, log_end, durably);
+        self.after_write(&file, active_base, log_end, durably);
         let write_seq = self.sync.written_seq.get() + 1;
         self.sync.written_seq.set(write_seq);
         if durably {

@@ -130,6 +130,19 @@ fn preallocation_fits(s: &Sample) -> bool {
     s.disk_available > PREALLOCATION_DISK_RESERVE_BYTES + 2 * s.dirty
 }
 
+/// Makes a sample what the shards draw on; `None` (the sampler stopped) leaves them nothing to
+/// write in place and no room to allocate ahead. True when the last budgets were drawn on.
+fn publish(sample: Option<&Sample>) -> bool {
+    PREALLOCATION_ALLOWED.store(sample.is_some_and(preallocation_fits), Ordering::Relaxed);
+    BUDGET.set(sample.map_or(
+        Budgets {
+            allocating: 0,
+            preallocated: 0,
+        },
+        budgets,
+    ))
+}
+
 /// Takes `len` bytes of the process's in-place write budget, for a write into blocks
 /// `preallocated` or not; false when the sampler is not running or the budget does not cover
 /// them.
@@ -218,9 +231,7 @@ pub fn budgets(s: &Sample) -> Budgets {
 
 /// What may be written in place while dirty pages stay under `dirty_ceiling` (less the reserve).
 fn budget(s: &Sample, dirty_ceiling: u64) -> u64 {
-    let dirty_room = dirty_ceiling
-        .saturating_sub(DIRTY_RESERVE_BYTES)
-        .saturating_sub(s.dirty);
+    let dirty_room = room_under(dirty_ceiling, s.dirty);
     let free_room = s.free.saturating_sub(s.low_watermarks);
     let disk_room = (s.disk_available / 2)
         .saturating_sub(DISK_RESERVE_BYTES)
@@ -239,14 +250,17 @@ fn budget(s: &Sample, dirty_ceiling: u64) -> u64 {
         {
             let available = (headroom + cg.file).min(dirtyable);
             let ceiling = (dirty_ceiling as u128 * available as u128 / dirtyable as u128) as u64;
-            room = room.min(
-                ceiling
-                    .saturating_sub(DIRTY_RESERVE_BYTES)
-                    .saturating_sub(dirty),
-            );
+            room = room.min(room_under(ceiling, dirty));
         }
     }
     room
+}
+
+/// Bytes that may be dirtied before `dirty` reaches `ceiling` less the reserve.
+fn room_under(ceiling: u64, dirty: u64) -> u64 {
+    ceiling
+        .saturating_sub(DIRTY_RESERVE_BYTES)
+        .saturating_sub(dirty)
 }
 
 /// The fields of /proc/vmstat a sample needs, in bytes.
@@ -448,8 +462,7 @@ pub fn start(data_dir: &Path) -> io::Result<()> {
     let mut watermarks = low_watermarks(page_bytes)?;
     let first = sources.sample(watermarks)?;
     tracing::debug!(?first, budgets = ?budgets(&first), "page-cache write budget");
-    BUDGET.set(budgets(&first));
-    PREALLOCATION_ALLOWED.store(preallocation_fits(&first), Ordering::Relaxed);
+    publish(Some(&first));
     std::thread::Builder::new()
         .name("sable-pagecache".into())
         .spawn(move || {
@@ -463,17 +476,10 @@ pub fn start(data_dir: &Path) -> io::Result<()> {
                     watermarks = low_watermarks(page_bytes).unwrap_or(watermarks);
                 }
                 match sources.sample(watermarks) {
-                    Ok(s) => {
-                        PREALLOCATION_ALLOWED.store(preallocation_fits(&s), Ordering::Relaxed);
-                        busy = BUDGET.set(budgets(&s));
-                    }
+                    Ok(s) => busy = publish(Some(&s)),
                     Err(e) => {
                         tracing::warn!(error = %e, "page-cache sampler stopped; log writes go through io_uring");
-                        PREALLOCATION_ALLOWED.store(false, Ordering::Relaxed);
-                        BUDGET.set(Budgets {
-                            allocating: 0,
-                            preallocated: 0,
-                        });
+                        publish(None);
                         return;
                     }
                 }
