@@ -18,7 +18,8 @@ use crate::cluster::{self, LATEST_TIMESTAMP};
 use crate::consume::{FetchPlan, PartitionCursor, spawn_fetchers};
 use crate::cores;
 use crate::produce::{
-    ProducerPlan, check_batch_shape, connection_plan, parse_acks, spawn_producers,
+    ProducerPlan, check_batch_shape, connect_producers, connection_plan, parse_acks,
+    start_producers,
 };
 use crate::report::{CpuProbe, Report};
 use crate::stats::{self, Stats, now_ns};
@@ -68,7 +69,6 @@ pub fn run(common: &Common, args: &E2eArgs) -> wire::Result<Report> {
     let cpu = CpuProbe::start(common.broker_pid);
     let progress = stats::spawn_progress(consumed.clone(), "e2e");
     let consumer_handles = spawn_consumers(common, args, consumers, &starts, &consumed)?;
-    let started = Instant::now();
     let plans = producers
         .iter()
         .enumerate()
@@ -85,7 +85,9 @@ pub fn run(common: &Common, args: &E2eArgs) -> wire::Result<Report> {
             stamp_values: true,
             worker,
         });
-    let handles = spawn_producers(plans.collect(), cpus, &produced)?;
+    let connected = connect_producers(plans.collect(), &produced)?;
+    let started = Instant::now();
+    let handles = start_producers(connected, cpus, &produced)?;
     let produce_elapsed = stats::run_workers(&produced, started, Some(args.duration), handles);
     let drained = drain(&produced, &consumed);
     // The run ends when the consumers hold every record, not when their last long poll expires.

@@ -132,17 +132,30 @@ fn connect_producer(plan: ProducerPlan, stats: Arc<Stats>) -> wire::Result<Produ
     Producer::new(conn.stream, plan, version, stats)
 }
 
-/// Connects the producer connections one after the other and hands each to the client's
-/// worker threads, where it starts at once. Returns the workers' handles for
-/// `stats::run_workers`.
-pub fn spawn_producers(
+/// Connects the producer connections one after the other (each with its ApiVersions handshake)
+/// before any of them sends: a run's clock starts with every connection up, so a run of 1,000
+/// connections measures 1,000 connections, not a ramp whose handshakes queue behind the load
+/// of the first ones.
+pub fn connect_producers(
     plans: Vec<ProducerPlan>,
+    stats: &Arc<Stats>,
+) -> wire::Result<Vec<Producer>> {
+    plans
+        .into_iter()
+        .map(|plan| connect_producer(plan, stats.clone()))
+        .collect()
+}
+
+/// Hands the connected producers to the client's worker threads, where they start at once.
+/// Returns the workers' handles for `stats::run_workers`.
+pub fn start_producers(
+    producers: Vec<Producer>,
     cpus: Option<&[usize]>,
     stats: &Arc<Stats>,
 ) -> wire::Result<Vec<thread::JoinHandle<()>>> {
-    let mut workers = cores::Workers::start(cpus, plans.len(), stats)?;
-    for plan in plans {
-        workers.add(connect_producer(plan, stats.clone())?);
+    let mut workers = cores::Workers::start(cpus, producers.len(), stats)?;
+    for producer in producers {
+        workers.add(producer);
     }
     Ok(workers.finish())
 }
@@ -553,11 +566,13 @@ pub fn run(common: &Common, args: &ProduceArgs) -> wire::Result<Report> {
     );
     let workers = cores::worker_count(common.cpus.as_deref(), conns.len());
     let stats = Stats::new(workers, common.stop.clone());
+    let connecting = Instant::now();
+    let producers = connect_producers(producer_plans(args, &shape, &conns), &stats)?;
+    let connect_s = connecting.elapsed().as_secs_f64();
     let cpu = CpuProbe::start(common.broker_pid);
     let progress = stats::spawn_progress(stats.clone(), "produce");
     let started = Instant::now();
-    let plans = producer_plans(args, &shape, &conns);
-    let handles = spawn_producers(plans, common.cpus.as_deref(), &stats)?;
+    let handles = start_producers(producers, common.cpus.as_deref(), &stats)?;
     let duration = match args.count {
         Some(_) => args.duration,
         None => args.duration.or(Some(10.0)),
@@ -579,6 +594,7 @@ pub fn run(common: &Common, args: &ProduceArgs) -> wire::Result<Report> {
         ("connections", json!(conns.len())),
         ("partitions", json!(layout.leaders.len())),
         ("target_rate", json!(args.rate)),
+        ("connect_s", json!(connect_s)),
     ];
     report
         .extra
