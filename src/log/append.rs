@@ -6,7 +6,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::file::{self, SegmentFile};
 use super::producer::{ProducerStateTable, Verdict};
@@ -92,54 +92,109 @@ impl Drop for Answers {
     }
 }
 
-/// Appends of one round bound for the same segment, copied and patched into one write buffer.
+/// Batches smaller than this are copied into the chunk whole; larger ones are written from the
+/// request body, with only their patched 16-byte head copied. A write buffer of its own costs the
+/// kernel more than copying a few hundred bytes.
+const BATCH_COPY_MAX_BYTES: usize = 512;
+
+/// The patched head of a batch: baseOffset, batchLength and partitionLeaderEpoch.
+const PATCHED_HEAD_BYTES: usize = 16;
+
+/// Appends of one round bound for the same segment, as one write: each batch's head copied and
+/// patched (offsets, leader epoch), its body left in the request it came in, so the shard's
+/// `pwritev` copies it only once, into the page cache.
 struct Chunk {
-    buf: Vec<u8>,
-    /// Every batch, with where it starts in `buf`.
+    /// The write in order: runs of copied bytes and batch bodies as received.
+    parts: Vec<Bytes>,
+    /// Copied bytes not yet cut into `parts`: patched heads and small batches.
+    copied: BytesMut,
+    len: usize,
+    /// Every batch, with where it starts in the write.
     batches: Vec<(usize, BatchHeader)>,
-    /// (index in the round, base offset) of each append in the buffer.
+    /// (index in the round, base offset) of each append in the write.
     members: Vec<(usize, i64)>,
     next_offset: i64,
 }
 
 impl Chunk {
-    /// `capacity_bytes`: what the chunk will likely hold, so the buffer is allocated once.
-    fn new(next_offset: i64, capacity_bytes: usize) -> Chunk {
+    /// `batches_hint`: how many batches the chunk will likely hold, so the copies of their heads
+    /// share one allocation.
+    fn new(next_offset: i64, batches_hint: usize) -> Chunk {
         Chunk {
-            buf: Vec::with_capacity(capacity_bytes),
+            parts: Vec::new(),
+            copied: BytesMut::with_capacity(batches_hint.min(1024) * PATCHED_HEAD_BYTES),
+            len: 0,
             batches: Vec::new(),
             members: Vec::new(),
             next_offset,
         }
     }
 
-    /// Copies the record set in and stamps offsets and the leader epoch. baseOffset and
-    /// partitionLeaderEpoch lie outside the CRC, so patching them in place keeps the producer's
-    /// checksum valid and spares re-encoding the batch. Returns the placed batch headers.
+    /// Adds the record set and stamps offsets and the leader epoch. baseOffset and
+    /// partitionLeaderEpoch lie outside the CRC, so patching a copy of the head keeps the
+    /// producer's checksum valid and spares re-encoding the batch. Returns the placed batch headers.
     fn add(
         &mut self,
         member: usize,
         records: &Bytes,
         leader_epoch: i32,
     ) -> &[(usize, BatchHeader)] {
-        let start = self.buf.len();
+        let start = self.len;
         let first_batch = self.batches.len();
-        self.buf.extend_from_slice(records);
         self.members.push((member, self.next_offset));
-        for found in BatchHeaders::new(records) {
+        let mut found_all = BatchHeaders::new(records).peekable();
+        while let Some(found) = found_all.next() {
             let found = found.expect("append takes validated record sets");
-            let at = start + found.position;
-            set_base_offset(&mut self.buf[at..], self.next_offset);
-            set_partition_leader_epoch(&mut self.buf[at..], leader_epoch);
+            let at = found.position;
+            // A batch runs to the next one; the last one takes whatever follows it, as the
+            // whole record set used to be written.
+            let end = match found_all.peek() {
+                Some(Ok(next)) => next.position,
+                _ => records.len(),
+            };
+            let mut head = [0u8; PATCHED_HEAD_BYTES];
+            head.copy_from_slice(&records[at..at + PATCHED_HEAD_BYTES]);
+            set_base_offset(&mut head, self.next_offset);
+            set_partition_leader_epoch(&mut head, leader_epoch);
+            self.push_copied(&head);
+            let body = at + PATCHED_HEAD_BYTES..end;
+            if end - at < BATCH_COPY_MAX_BYTES {
+                self.push_copied(&records[body]);
+            } else {
+                self.push_shared(records.slice(body));
+            }
             let header = BatchHeader {
                 base_offset: self.next_offset,
                 partition_leader_epoch: leader_epoch,
                 ..found.header
             };
             self.next_offset = header.next_offset();
-            self.batches.push((at, header));
+            self.batches.push((start + at, header));
         }
         &self.batches[first_batch..]
+    }
+
+    fn push_copied(&mut self, bytes: &[u8]) {
+        self.copied.extend_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    fn push_shared(&mut self, bytes: Bytes) {
+        self.cut_copied();
+        self.len += bytes.len();
+        self.parts.push(bytes);
+    }
+
+    fn cut_copied(&mut self) {
+        if !self.copied.is_empty() {
+            self.parts.push(self.copied.split().freeze());
+        }
+    }
+
+    /// The write's parts, in order.
+    fn finish(&mut self) -> &[Bytes] {
+        self.cut_copied();
+        &self.parts
     }
 }
 
@@ -195,9 +250,9 @@ impl PartitionLog {
     }
 
     /// Takes appends from the head of the queue, up to `WRITE_ROUND_BYTES_MAX` (at least one),
-    /// with their total size. Owners take the lock in the order they queued, so the caller's own
+    /// in order. Owners take the lock in the order they queued, so the caller's own
     /// append is the head.
-    fn take_round(&self) -> (Vec<QueuedAppend>, usize) {
+    fn take_round(&self) -> Vec<QueuedAppend> {
         let mut queue = self.queued.borrow_mut();
         let mut round = Vec::new();
         let mut bytes = 0;
@@ -217,14 +272,14 @@ impl PartitionLog {
             next.slot.taken.set(true);
             round.push(next);
         }
-        (round, bytes)
+        round
     }
 
     /// Writes every append of one round in order: producer checks, offsets, a roll where the
     /// active segment is full, and one write per segment. An append refused by its producer check
     /// fails alone; a failed write or roll fails its own appends and every later one.
     async fn write_round(&self) {
-        let (round, round_bytes) = self.take_round();
+        let round = self.take_round();
         assert!(!round.is_empty(), "the caller's append is queued");
         // A durable round with nobody queued behind it is written with O_DSYNC: one io_uring
         // operation instead of a write then an fdatasync, for the latency of a lone acks=all
@@ -236,7 +291,7 @@ impl PartitionLog {
         // Appends of one round see the producer state the earlier ones leave, without touching
         // the log's own until their write has succeeded.
         let mut tentative: Option<ProducerStateTable> = None;
-        let mut chunk = Chunk::new(self.state.borrow().high_watermark, round_bytes);
+        let mut chunk = Chunk::new(self.state.borrow().high_watermark, round.len());
         let mut duplicates = Vec::new();
         let mut failed: Option<LogError> = None;
         for (i, queued) in round.iter().enumerate() {
@@ -274,7 +329,7 @@ impl PartitionLog {
                 Ok(None) => {}
             }
             let last_offset = chunk.next_offset + count_offsets(records) - 1;
-            if self.needs_roll(chunk.buf.len() as u64, records.len() as u64, last_offset) {
+            if self.needs_roll(chunk.len as u64, records.len() as u64, last_offset) {
                 let flushed = self.write_chunk(&mut chunk, &answers, write_through).await;
                 let rolled = match flushed {
                     Ok(()) => self.roll(chunk.next_offset).await,
@@ -321,7 +376,7 @@ impl PartitionLog {
         if chunk.members.is_empty() {
             return Ok(());
         }
-        let done = std::mem::replace(chunk, Chunk::new(chunk.next_offset, 0));
+        let mut done = std::mem::replace(chunk, Chunk::new(chunk.next_offset, 0));
         let (file, position) = {
             let state = self.state.borrow();
             (Rc::clone(&state.active().file), state.active().size_bytes)
@@ -332,10 +387,12 @@ impl PartitionLog {
             && self.sync.unsynced_rolled.borrow().is_empty()
             && !self.sync.dir_unsynced.get();
         let durably = write_through && synced_before && !self.sync.failed.get();
+        let len = done.len;
+        let parts = done.finish();
         let written = if durably {
-            file.write_durably(done.buf, position).await
+            file.write_durably(file::join(parts, len), position).await
         } else {
-            file.write_at(done.buf, position).await
+            file.write_parts_at(parts, position).await
         };
         if let Err(e) = written {
             // An O_DSYNC write reports its sync's failure: the kernel may have dropped dirty

@@ -648,6 +648,68 @@ fn appends_queued_together_share_one_write_in_call_order() {
     });
 }
 
+/// Record sets of several batches, some copied into the write whole and some written from the
+/// request body with only their head patched, queued together: the log holds every batch byte
+/// for byte as sent, but for its offsets and leader epoch, whichever way the write goes.
+#[test]
+fn batches_of_every_size_are_stored_as_sent_with_offsets_patched_in_place_or_through_io_uring() {
+    for in_place in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        run_local(async move {
+            super::pagecache::set_budget_for_tests(if in_place { 1 << 30 } else { 0 });
+            let ways = super::pagecache::shard_writes();
+            let log = open(dir.path(), &LogConfig::default()).await;
+            // Batches under and over the size that is copied whole, several per record set.
+            let sizes = [[10, 3_000, 100], [2_000, 1, 400], [5_000, 6_000, 20]];
+            let sets: Vec<Vec<Bytes>> = sizes
+                .iter()
+                .enumerate()
+                .map(|(s, set)| {
+                    let at = |(b, len): (usize, &usize)| batch((s * 3 + b) as i64, *len);
+                    set.iter().enumerate().map(at).collect()
+                })
+                .collect();
+            let tasks: Vec<_> = sets
+                .iter()
+                .map(|set| {
+                    let log = Rc::clone(&log);
+                    let records = Bytes::from(set.concat());
+                    spawn_local(async move { log.append(records, Acks::Leader).await })
+                })
+                .collect();
+            for (i, task) in tasks.into_iter().enumerate() {
+                let info = task.await.expect("append");
+                assert_eq!(info.base_offset, Offset(i as i64 * 3));
+            }
+            let (bytes, headers) = read_bytes(&log, 0, u64::MAX).await;
+            let sent: Vec<&Bytes> = sets.iter().flatten().collect();
+            assert_eq!(headers.len(), sent.len());
+            let mut at = 0;
+            for (i, (header, sent)) in headers.iter().zip(sent).enumerate() {
+                assert_eq!(header.base_offset, i as i64, "offsets patched in order");
+                assert_eq!(header.partition_leader_epoch, 7);
+                let stored = &bytes[at..at + sent.len()];
+                assert_eq!(stored[8..12], sent[8..12], "batch {i}: batchLength");
+                assert!(
+                    stored[16..] == sent[16..],
+                    "batch {i} differs from what was sent"
+                );
+                at += sent.len();
+            }
+            assert_eq!(at, bytes.len());
+            let after = super::pagecache::shard_writes();
+            let (shard, uring) = (after.0 - ways.0, after.1 - ways.1);
+            match in_place {
+                true => assert!(shard > 0, "written by the shard ({shard}, {uring})"),
+                false => assert!(
+                    shard == 0 && uring > 0,
+                    "through io_uring ({shard}, {uring})"
+                ),
+            }
+        });
+    }
+}
+
 #[test]
 fn a_log_whose_sync_failed_refuses_writes_as_a_storage_error_and_keeps_serving_reads() {
     let dir = tempfile::tempdir().expect("tempdir");
