@@ -384,47 +384,44 @@ impl SegmentFile {
 
 /// pwrite until all of `buf` is written at `position`; a write that makes no progress (a full
 /// disk) is an error, as a short io_uring write is.
-fn write_all_at(fd: RawFd, mut buf: &[u8], mut position: u64) -> io::Result<()> {
-    while !buf.is_empty() {
-        // SAFETY: `buf` is a live slice for the whole call; the kernel only reads from it.
-        let n = unsafe { libc::pwrite(fd, buf.as_ptr().cast(), buf.len(), position as i64) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                format!("short write: {} bytes left", buf.len()),
-            ));
-        }
-        buf = &buf[n as usize..];
-        position += n as u64;
+fn write_all_at(fd: RawFd, buf: &[u8], position: u64) -> io::Result<()> {
+    // SAFETY: the iovec points into `buf`, borrowed for the whole call.
+    unsafe { pwritev_all(fd, &mut [iovec_of(buf)], position) }
+}
+
+/// `write_all_at` of `parts` one after the other, in as few pwritev calls as they allow.
+fn writev_all_at(fd: RawFd, parts: &[Bytes], position: u64) -> io::Result<()> {
+    let mut iov: Vec<libc::iovec> = parts.iter().map(|p| iovec_of(p)).collect();
+    // SAFETY: every iovec points into a `Bytes` of `parts`, borrowed for the whole call.
+    unsafe { pwritev_all(fd, &mut iov, position) }
+}
+
+fn iovec_of(buf: &[u8]) -> libc::iovec {
+    libc::iovec {
+        iov_base: buf.as_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
     }
-    Ok(())
 }
 
 /// Most buffers one pwritev takes (Linux's UIO_MAXIOV).
 const IOV_MAX: usize = 1024;
 
-/// pwritev of all of `parts` at `position`, resumed after a short write.
-fn writev_all_at(fd: RawFd, parts: &[Bytes], mut position: u64) -> io::Result<()> {
-    let mut iov: Vec<libc::iovec> = parts
-        .iter()
-        .filter(|p| !p.is_empty())
-        .map(|p| libc::iovec {
-            iov_base: p.as_ptr() as *mut libc::c_void,
-            iov_len: p.len(),
-        })
-        .collect();
+/// pwritev of everything `iov` points to at `position`, resumed after a short write (advancing
+/// `iov` past what was written); a write that makes no progress is an error.
+///
+/// # Safety
+/// Every iovec must point to memory that stays valid and unchanged for the whole call.
+unsafe fn pwritev_all(fd: RawFd, iov: &mut [libc::iovec], mut position: u64) -> io::Result<()> {
     let mut first = 0;
-    while first < iov.len() {
+    loop {
+        while first < iov.len() && iov[first].iov_len == 0 {
+            first += 1;
+        }
+        if first == iov.len() {
+            return Ok(());
+        }
         let count = (iov.len() - first).min(IOV_MAX);
-        // SAFETY: every iovec points into a `Bytes` of `parts`, alive and unchanged for the
-        // whole call; the kernel only reads from them.
+        // SAFETY: the caller's contract; the kernel only reads from the buffers.
         let n = unsafe {
             libc::pwritev(
                 fd,
@@ -451,18 +448,16 @@ fn writev_all_at(fd: RawFd, parts: &[Bytes], mut position: u64) -> io::Result<()
         let mut written = n as usize;
         while written > 0 {
             let v = &mut iov[first];
-            if written >= v.iov_len {
-                written -= v.iov_len;
+            let step = written.min(v.iov_len);
+            // SAFETY: stays inside the same buffer: `step` is at most its length.
+            v.iov_base = unsafe { v.iov_base.cast::<u8>().add(step) }.cast();
+            v.iov_len -= step;
+            written -= step;
+            if v.iov_len == 0 {
                 first += 1;
-            } else {
-                // SAFETY: stays inside the same buffer: `written` < its length.
-                v.iov_base = unsafe { v.iov_base.cast::<u8>().add(written) }.cast();
-                v.iov_len -= written;
-                written = 0;
             }
         }
     }
-    Ok(())
 }
 
 /// `parts` one after the other in one buffer of `len` bytes.
