@@ -355,8 +355,13 @@ impl SegmentFile {
         Ok(self.file.fdatasync().await?)
     }
 
-    /// Cuts the file at `size_bytes`, which also frees blocks allocated past it.
+    /// Cuts the file at `size_bytes`, which also frees blocks allocated past it. An allocation
+    /// ahead still in flight is waited for first: finished after the cut, its blocks would stay
+    /// past the end of a segment that takes no more appends until retention or a restart.
     pub async fn truncate(&self, size_bytes: u64) -> io::Result<()> {
+        while self.preallocation.in_flight.get() {
+            sleep_ms(1).await;
+        }
         self.file.truncate(size_bytes).await?;
         self.preallocation.truncated(size_bytes);
         Ok(())
@@ -821,6 +826,37 @@ mod tests {
             want.extend([8; 3]);
             assert_eq!(data.len(), want.len());
             assert!(data == want, "bytes differ from what was written");
+        });
+    }
+
+    #[test]
+    fn a_truncate_frees_the_blocks_of_an_allocation_still_in_flight() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        pagecache::set_budget_for_tests(1 << 30);
+        run_local(async {
+            let before = shard_preallocated_bytes();
+            for round in 0..5 {
+                let file = Rc::new(
+                    SegmentFile::open(&dir.path().join(format!("r{round}")))
+                        .await
+                        .unwrap(),
+                );
+                file.write_at(vec![1; 10_000], 0).await.unwrap();
+                file.preallocate_ahead(10_000);
+                assert!(file.preallocation.in_flight.get(), "allocating");
+                // A roll cuts the segment at its end while the allocation runs.
+                file.truncate(10_000).await.unwrap();
+                while file.preallocation.in_flight.get() {
+                    sleep_ms(1).await;
+                }
+                assert!(!file.has_preallocation());
+                let allocated = file.allocated_bytes().unwrap();
+                assert!(
+                    allocated < 1 << 20,
+                    "round {round}: {allocated} bytes allocated"
+                );
+                assert_eq!(shard_preallocated_bytes(), before);
+            }
         });
     }
 
