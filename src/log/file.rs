@@ -360,7 +360,7 @@ impl SegmentFile {
     /// past the end of a segment that takes no more appends until retention or a restart.
     pub async fn truncate(&self, size_bytes: u64) -> io::Result<()> {
         while self.preallocation.in_flight.get() {
-            sleep_ms(1).await;
+            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
         }
         self.file.truncate(size_bytes).await?;
         self.preallocation.truncated(size_bytes);
