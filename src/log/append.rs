@@ -117,12 +117,12 @@ struct Chunk {
 }
 
 impl Chunk {
-    /// `batches_hint`: how many batches the chunk will likely hold, so the copies of their heads
-    /// share one allocation.
-    fn new(next_offset: i64, batches_hint: usize) -> Chunk {
+    /// `appends_hint`: how many appends the chunk will likely hold (a batch each, most often),
+    /// so the copies of their heads share one allocation.
+    fn new(next_offset: i64, appends_hint: usize) -> Chunk {
         Chunk {
             parts: Vec::new(),
-            copied: BytesMut::with_capacity(batches_hint.min(1024) * PATCHED_HEAD_BYTES),
+            copied: BytesMut::with_capacity(appends_hint.min(1024) * PATCHED_HEAD_BYTES),
             len: 0,
             batches: Vec::new(),
             members: Vec::new(),

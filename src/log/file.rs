@@ -387,7 +387,7 @@ impl SegmentFile {
     }
 }
 
-/// pwrite until all of `buf` is written at `position`; a write that makes no progress (a full
+/// Writes all of `buf` at `position`; a write that makes no progress (a full
 /// disk) is an error, as a short io_uring write is.
 fn write_all_at(fd: RawFd, buf: &[u8], position: u64) -> io::Result<()> {
     // SAFETY: the iovec points into `buf`, borrowed for the whole call.
