@@ -448,6 +448,14 @@ impl PartitionLog {
             tracing::warn!(dir = %self.dir.display(), error = %e, "close before delete failed");
         }
         file::remove_dir_all(&self.dir).await?;
+        // The segments still hold their files; whoever drops the log would close them, and free
+        // every cached page of the partition, on this shard. Free them here, elsewhere.
+        let files: Vec<_> = (self.state.borrow().segments.iter())
+            .map(|s| Rc::clone(&s.file))
+            .collect();
+        for file in &files {
+            SegmentFile::free_unlinked(file, 1).await?;
+        }
         Ok(())
     }
 

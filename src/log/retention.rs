@@ -5,6 +5,7 @@
 //! `LOG_START_FILE`; otherwise the first segment's base offset is the log start.
 
 use std::path::Path;
+use std::rc::Rc;
 
 use super::file;
 use super::segment::{INDEX_SUFFIX, LOG_SUFFIX, NO_TIMESTAMP, Segment, TIME_INDEX_SUFFIX};
@@ -118,10 +119,17 @@ impl PartitionLog {
         // Appends need not wait for the deletion and its directory sync.
         drop(turn);
         let _housekeeping = self.housekeeping.lock().await;
+        // A deleted segment's data needs no sync, and a pending one would keep its file open.
+        self.sync
+            .unsynced_rolled
+            .borrow_mut()
+            .retain(|f| !removed.iter().any(|s| Rc::ptr_eq(&s.file, f)));
         for segment in &removed {
             for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
                 file::remove_file(&segment.path(&self.dir, suffix)).await?;
             }
+            // Dropping `removed` closes the files on this shard: free them first, elsewhere.
+            file::SegmentFile::free_unlinked(&segment.file, 0).await?;
         }
         file::sync_dir(&self.dir).await?;
         tracing::info!(

@@ -1192,6 +1192,65 @@ fn retention_deletes_old_and_excess_segments_but_never_the_active_one() {
     });
 }
 
+/// Opens every `.log` file of `dir` again: a descriptor of our own keeps each inode alive after
+/// the log unlinks and closes it, so the test can see what was freed before that close.
+fn hold_segment_files(dir: &Path) -> Vec<std::fs::File> {
+    segment_files(dir, ".log")
+        .iter()
+        .map(|p| std::fs::File::open(p).expect("open"))
+        .collect()
+}
+
+fn held_bytes(files: &[std::fs::File]) -> Vec<u64> {
+    use std::os::unix::fs::MetadataExt;
+    files
+        .iter()
+        .map(|f| f.metadata().expect("fstat").blocks() * 512)
+        .collect()
+}
+
+/// Retention and topic deletion cut the files of deleted segments to nothing on the blocking
+/// pool before the log lets go of them: a last close frees a file's cached pages and blocks in the
+/// closing thread, and the log closes its files on the shard.
+#[test]
+fn deleted_segments_are_freed_before_their_files_are_closed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    run_local(async {
+        let config = LogConfig {
+            retention_ms: 1_000,
+            ..small_config()
+        };
+        let log = open(dir.path(), &config).await;
+        for i in 0..40 {
+            log.append(batch(1_000 + i, 100), Acks::Leader)
+                .await
+                .unwrap();
+        }
+        log.flush().await.unwrap();
+        let held = hold_segment_files(dir.path());
+        assert!(held.len() >= 5 && held_bytes(&held).iter().all(|&b| b > 0));
+        // Everything but the active segment expires.
+        let deleted = log.enforce_retention(i64::MAX / 2).await.unwrap();
+        assert_eq!(deleted, held.len() - 1);
+        let bytes = held_bytes(&held);
+        assert!(
+            bytes[..deleted].iter().all(|&b| b == 0),
+            "deleted segments still hold blocks: {bytes:?}"
+        );
+        assert!(bytes[deleted] > 0, "the active segment is kept");
+        // Deleting the partition frees the rest, though the log still holds its files.
+        let held = hold_segment_files(dir.path());
+        log.delete().await.unwrap();
+        assert!(!dir.path().join(segment::file_name(0, LOG_SUFFIX)).exists());
+        assert_eq!(held_bytes(&held), vec![0; held.len()]);
+        assert_eq!(
+            log.high_watermark(),
+            Offset(40),
+            "the closed log still answers"
+        );
+    });
+}
+
 #[test]
 fn delete_records_moves_and_persists_the_log_start() {
     let dir = tempfile::tempdir().expect("tempdir");
