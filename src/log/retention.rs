@@ -129,7 +129,9 @@ impl PartitionLog {
                 file::remove_file(&segment.path(&self.dir, suffix)).await?;
             }
             // Dropping `removed` closes the files on this shard: free them first, elsewhere.
-            file::SegmentFile::free_unlinked(&segment.file, 0).await?;
+            if let Err(e) = file::SegmentFile::free_unlinked(&segment.file, 0).await {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "freeing a deleted segment failed; its close frees it");
+            }
         }
         file::sync_dir(&self.dir).await?;
         tracing::info!(
