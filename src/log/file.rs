@@ -30,6 +30,9 @@ pub struct SegmentFile {
     /// unless its blocks were allocated ahead.
     syncing: Cell<u32>,
     preallocation: Preallocation,
+    /// The file was deleted while something besides the log held it (a read, a sync): whoever
+    /// drops it last frees it off the shard (`reap`).
+    free_on_drop: Cell<bool>,
 }
 
 /// Blocks allocated ahead of a file's written end (`fallocate` with `FALLOC_FL_KEEP_SIZE`: the
@@ -90,6 +93,10 @@ impl Drop for SegmentFile {
     fn drop(&mut self) {
         self.preallocation.to.set(0);
         self.preallocation.recount();
+        if self.free_on_drop.get() {
+            // Before glommio closes our descriptor, so that close is not the file's last.
+            super::reap::free_after_close(self.raw_fd());
+        }
     }
 }
 
@@ -125,6 +132,7 @@ impl SegmentFile {
             dsync: RefCell::new(None),
             syncing: Cell::new(0),
             preallocation: Preallocation::default(),
+            free_on_drop: Cell::new(false),
         })
     }
 
@@ -138,6 +146,7 @@ impl SegmentFile {
             dsync: RefCell::new(None),
             syncing: Cell::new(0),
             preallocation: Preallocation::default(),
+            free_on_drop: Cell::new(false),
         })
     }
 
@@ -371,12 +380,17 @@ impl SegmentFile {
     /// `other_holders` are its only references. Its last close would otherwise free its cached
     /// pages and its blocks in the closing thread, the shard (glommio closes through io_uring,
     /// and the kernel finishes a close in the closer's context): 57 ms for a 256 MiB segment in
-    /// the page cache, measured. A file a read still holds is left to that read.
+    /// the page cache, measured. A file a read or a sync still holds keeps its data for them,
+    /// and is freed off the shard when the last of them drops it (`reap`); so is one whose cut
+    /// failed here.
     pub async fn free_unlinked(file: &Rc<SegmentFile>, other_holders: usize) -> io::Result<()> {
+        file.free_on_drop.set(true);
         if Rc::strong_count(file) > 1 + other_holders {
             return Ok(());
         }
-        file.truncate(0).await
+        file.truncate(0).await?;
+        file.free_on_drop.set(false);
+        Ok(())
     }
 
     pub async fn size(&self) -> io::Result<u64> {

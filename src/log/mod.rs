@@ -20,6 +20,7 @@ mod notify;
 pub mod pagecache;
 mod producer;
 mod read;
+mod reap;
 mod recovery;
 mod retention;
 mod segment;

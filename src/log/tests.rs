@@ -8,7 +8,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use kafka_protocol::records::Compression;
 
-use super::file::{run_local, spawn_local};
+use super::file::{run_local, sleep_ms, spawn_local};
 use super::*;
 use crate::protocol::batch::{BATCH_HEADER_BYTES, BatchHeader, BatchHeaders, check_crc};
 use crate::protocol::records::fixtures;
@@ -1248,6 +1248,61 @@ fn deleted_segments_are_freed_before_their_files_are_closed() {
             Offset(40),
             "the closed log still answers"
         );
+    });
+}
+
+/// A deleted segment that a read still holds keeps its data for that read, and is freed off the
+/// shard when the read lets go of it: its last close would free it on the shard.
+#[test]
+fn a_deleted_segment_a_read_holds_is_freed_when_the_read_drops_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    run_local(async {
+        let config = LogConfig {
+            retention_ms: 1_000,
+            ..small_config()
+        };
+        let log = open(dir.path(), &config).await;
+        for i in 0..40 {
+            log.append(batch(1_000 + i, 100), Acks::Leader)
+                .await
+                .unwrap();
+        }
+        log.flush().await.unwrap();
+        let held = hold_segment_files(dir.path());
+        let (before, _) = read_bytes(&log, 0, u64::MAX).await;
+        // A fetch in flight: its regions hold the files of the segments it reads.
+        let slice = log.read(Offset(0), u64::MAX).await.expect("read");
+        let deleted = log.enforce_retention(i64::MAX / 2).await.unwrap();
+        assert_eq!(deleted, held.len() - 1);
+        assert!(
+            held_bytes(&held)[..deleted].iter().all(|&b| b > 0),
+            "a segment being read was freed under the read"
+        );
+        let mut after = Vec::new();
+        for region in &slice.regions {
+            after.extend(
+                region
+                    .file
+                    .read_at(region.position, region.len as usize)
+                    .await
+                    .expect("region read"),
+            );
+        }
+        assert_eq!(after, before, "the read still sends what it planned");
+        drop(slice);
+        // Freed on a thread of its own: wait for it, boundedly.
+        for _ in 0..500 {
+            if held_bytes(&held)[..deleted].iter().all(|&b| b == 0) {
+                break;
+            }
+            sleep_ms(10).await;
+        }
+        let bytes = held_bytes(&held);
+        assert!(
+            bytes[..deleted].iter().all(|&b| b == 0),
+            "deleted segments still hold blocks after the read dropped them: {bytes:?}"
+        );
+        assert!(bytes[deleted] > 0, "the active segment is kept");
     });
 }
 
