@@ -85,25 +85,52 @@ fn connect_fetcher<F: FnMut(&BatchInfo, &[u8])>(
 }
 
 /// Connects each plan's connection one after the other, with `on_batch(worker)` as its batch
-/// handler, and hands it to the client's worker threads, where it starts at once. A connection that cannot be set up is counted as
-/// an error (prefixed by `what`) and the others go on. Returns the workers' handles for
-/// `stats::run_workers`.
+/// handler. A connection that cannot be set up is counted as an error (prefixed by `what`) and
+/// the others go on.
+pub fn connect_fetchers<F: FnMut(&BatchInfo, &[u8])>(
+    plans: Vec<FetchPlan>,
+    stats: &Arc<Stats>,
+    what: &str,
+    mut on_batch: impl FnMut(usize) -> F,
+) -> Vec<Fetcher<F>> {
+    let mut fetchers = Vec::new();
+    for plan in plans {
+        let on_batch = on_batch(plan.worker);
+        match connect_fetcher(plan, stats.clone(), on_batch) {
+            Ok(fetcher) => fetchers.push(fetcher),
+            Err(e) => stats.error(format!("{what}: {e}")),
+        }
+    }
+    fetchers
+}
+
+/// Hands connected fetchers to the client's worker threads, as many as `planned` connections
+/// call for (some may have failed to connect), where they start at once. Returns the workers'
+/// handles for `stats::run_workers`.
+pub fn start_fetchers<F: FnMut(&BatchInfo, &[u8]) + Send + 'static>(
+    fetchers: Vec<Fetcher<F>>,
+    planned: usize,
+    cpus: Option<&[usize]>,
+    stats: &Arc<Stats>,
+) -> wire::Result<Vec<thread::JoinHandle<()>>> {
+    let mut pool = cores::Workers::start(cpus, planned, stats)?;
+    for fetcher in fetchers {
+        pool.add(fetcher);
+    }
+    Ok(pool.finish())
+}
+
+/// `connect_fetchers`, then `start_fetchers`: each connection starts as soon as all are up.
 pub fn spawn_fetchers<F: FnMut(&BatchInfo, &[u8]) + Send + 'static>(
     plans: Vec<FetchPlan>,
     cpus: Option<&[usize]>,
     stats: &Arc<Stats>,
     what: &str,
-    mut on_batch: impl FnMut(usize) -> F,
+    on_batch: impl FnMut(usize) -> F,
 ) -> wire::Result<Vec<thread::JoinHandle<()>>> {
-    let mut workers = cores::Workers::start(cpus, plans.len(), stats)?;
-    for plan in plans {
-        let on_batch = on_batch(plan.worker);
-        match connect_fetcher(plan, stats.clone(), on_batch) {
-            Ok(fetcher) => workers.add(fetcher),
-            Err(e) => stats.error(format!("{what}: {e}")),
-        }
-    }
-    Ok(workers.finish())
+    let planned = plans.len();
+    let fetchers = connect_fetchers(plans, stats, what, on_batch);
+    start_fetchers(fetchers, planned, cpus, stats)
 }
 
 /// One consumer connection, as a state machine for a worker's event loop: sends a Fetch for
@@ -358,9 +385,6 @@ pub fn run(common: &Common, args: &ConsumeArgs) -> wire::Result<Report> {
     );
     let workers = cores::worker_count(common.cpus.as_deref(), conns.len());
     let stats = Stats::new(workers, common.stop.clone());
-    let cpu = CpuProbe::start(common.broker_pid);
-    let progress = stats::spawn_progress(stats.clone(), "consume");
-    let started = Instant::now();
     let mut plans = Vec::new();
     for (worker, (addr, partitions)) in conns.into_iter().enumerate() {
         let cursor = |p: &i32| PartitionCursor::new(*p, starts[p], Some(ends[p]));
@@ -381,7 +405,16 @@ pub fn run(common: &Common, args: &ConsumeArgs) -> wire::Result<Report> {
         let stats = stats.clone();
         move |info: &BatchInfo, bytes: &[u8]| stats.add(info.records, bytes.len() as u64)
     };
-    let handles = spawn_fetchers(plans, common.cpus.as_deref(), &stats, "consume", count)?;
+    // Every connection is up (ApiVersions answered) before the clock and the CPU probe start,
+    // as in produce: the run measures fetching, not connecting.
+    let planned = plans.len();
+    let connecting = Instant::now();
+    let fetchers = connect_fetchers(plans, &stats, "consume", count);
+    let connect_s = connecting.elapsed().as_secs_f64();
+    let cpu = CpuProbe::start(common.broker_pid);
+    let progress = stats::spawn_progress(stats.clone(), "consume");
+    let started = Instant::now();
+    let handles = start_fetchers(fetchers, planned, common.cpus.as_deref(), &stats)?;
     let elapsed = stats::run_workers(&stats, started, Some(args.duration), handles);
     stats.finished.store(true, Ordering::Relaxed);
     let _ = progress.join();
@@ -395,6 +428,7 @@ pub fn run(common: &Common, args: &ConsumeArgs) -> wire::Result<Report> {
         ("fetch_max_bytes", json!(args.fetch_max_bytes)),
         ("partition_max_bytes", json!(args.partition_max_bytes)),
         ("partitions", json!(all.len())),
+        ("connect_s", json!(connect_s)),
     ];
     report
         .extra
