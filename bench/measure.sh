@@ -9,7 +9,7 @@
 #        suite's retention flags (RETENTION_ARGS below);
 #        SABLE_TCP_CONGESTION_CONTROL (e.g. cubic) for the broker's connections, which
 #        sable-bench's connections and loopback probes then use too (default: the system's);
-#        MEASURE_KEEP=1 keeps the JSON outputs.
+#        MEASURE_KEEP=1 keeps the JSON outputs and the broker's log (not its data: tens of GB).
 
 set -u
 cd "$(dirname "$0")/.."
@@ -22,7 +22,12 @@ WORK=$(mktemp -d -t sable-measure.XXXXXX)
 SABLE_PID=""
 cleanup() {
     [ -n "$SABLE_PID" ] && kill "$SABLE_PID" 2>/dev/null && wait "$SABLE_PID" 2>/dev/null
-    if [ "${MEASURE_KEEP:-0}" = 1 ]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
+    if [ "${MEASURE_KEEP:-0}" = 1 ]; then
+        rm -rf "$WORK/data"
+        echo "kept $WORK" >&2
+    else
+        rm -rf "$WORK"
+    fi
 }
 trap cleanup EXIT
 
