@@ -1209,6 +1209,23 @@ fn held_bytes(files: &[std::fs::File]) -> Vec<u64> {
         .collect()
 }
 
+/// A log of several segments, all but the active one past a 1 s retention once time is moved
+/// far enough, flushed.
+async fn log_of_expiring_segments(dir: &Path) -> Rc<PartitionLog> {
+    let config = LogConfig {
+        retention_ms: 1_000,
+        ..small_config()
+    };
+    let log = open(dir, &config).await;
+    for i in 0..40 {
+        log.append(batch(1_000 + i, 100), Acks::Leader)
+            .await
+            .unwrap();
+    }
+    log.flush().await.unwrap();
+    log
+}
+
 /// Retention and topic deletion cut the files of deleted segments to nothing on the blocking
 /// pool before the log lets go of them: a last close frees a file's cached pages and blocks in the
 /// closing thread, and the log closes its files on the shard.
@@ -1216,17 +1233,7 @@ fn held_bytes(files: &[std::fs::File]) -> Vec<u64> {
 fn deleted_segments_are_freed_before_their_files_are_closed() {
     let dir = tempfile::tempdir().expect("tempdir");
     run_local(async {
-        let config = LogConfig {
-            retention_ms: 1_000,
-            ..small_config()
-        };
-        let log = open(dir.path(), &config).await;
-        for i in 0..40 {
-            log.append(batch(1_000 + i, 100), Acks::Leader)
-                .await
-                .unwrap();
-        }
-        log.flush().await.unwrap();
+        let log = log_of_expiring_segments(dir.path()).await;
         let held = hold_segment_files(dir.path());
         assert!(held.len() >= 5 && held_bytes(&held).iter().all(|&b| b > 0));
         // Everything but the active segment expires.
@@ -1257,17 +1264,7 @@ fn deleted_segments_are_freed_before_their_files_are_closed() {
 fn a_deleted_segment_a_read_holds_is_freed_when_the_read_drops_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     run_local(async {
-        let config = LogConfig {
-            retention_ms: 1_000,
-            ..small_config()
-        };
-        let log = open(dir.path(), &config).await;
-        for i in 0..40 {
-            log.append(batch(1_000 + i, 100), Acks::Leader)
-                .await
-                .unwrap();
-        }
-        log.flush().await.unwrap();
+        let log = log_of_expiring_segments(dir.path()).await;
         let held = hold_segment_files(dir.path());
         let (before, _) = read_bytes(&log, 0, u64::MAX).await;
         // A fetch in flight: its regions hold the files of the segments it reads.
