@@ -13,7 +13,7 @@
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::OnceLock;
-use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::mpsc::{self, SyncSender};
 
 /// Descriptors waiting for the thread. Deletions come a segment at a time, and each waits for
 /// one ftruncate: a small queue is plenty.
@@ -22,24 +22,21 @@ const QUEUE_MAX: usize = 256;
 static QUEUE: OnceLock<Option<SyncSender<OwnedFd>>> = OnceLock::new();
 
 /// Frees the unlinked file behind `fd` off this thread: duplicates the descriptor and queues the
-/// duplicate to be cut to nothing and closed. Returns false if that could not be arranged (no
-/// descriptor left, no thread, a full queue); the file is then freed by its last close.
-pub(super) fn free_after_close(fd: RawFd) -> bool {
+/// duplicate to be cut to nothing and closed. When that cannot be arranged (no descriptor left,
+/// no thread, a full queue) the file is freed by its last close, as it would be without this.
+pub(super) fn free_after_close(fd: RawFd) {
     // SAFETY: `fd` is open for the duration of the call (the caller owns it); F_DUPFD_CLOEXEC
     // returns a new descriptor that we own from here on.
     let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
     if dup < 0 {
-        return false;
+        return;
     }
     // SAFETY: `dup` is a fresh descriptor nobody else owns.
     let dup = unsafe { OwnedFd::from_raw_fd(dup) };
-    let Some(queue) = QUEUE.get_or_init(start) else {
-        return false;
-    };
-    match queue.try_send(dup) {
-        Ok(()) => true,
-        // Dropped here: the close is not the last one (the caller still holds `fd`).
-        Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
+    if let Some(queue) = QUEUE.get_or_init(start) {
+        // Refused, the duplicate is closed here; the caller still holds `fd`, so that close is
+        // not the last one.
+        let _ = queue.try_send(dup);
     }
 }
 
