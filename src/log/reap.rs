@@ -10,6 +10,9 @@
 //!
 //! The thread is process-wide and started at the first hand-off; its queue is bounded, and a
 //! descriptor it has no room for is closed by the caller (the shard frees the file, as before).
+//! That is why the common case does not come here: retention and topic deletion await each cut
+//! on the shard's blocking thread, which paces them (a topic of thousands of segments would
+//! overflow any queue); only the few files a reader holds at that moment are handed over.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::OnceLock;
