@@ -104,23 +104,7 @@ pub fn connect_fetchers<F: FnMut(&BatchInfo, &[u8])>(
     fetchers
 }
 
-/// Hands connected fetchers to the client's worker threads, as many as `planned` connections
-/// call for (some may have failed to connect), where they start at once. Returns the workers'
-/// handles for `stats::run_workers`.
-pub fn start_fetchers<F: FnMut(&BatchInfo, &[u8]) + Send + 'static>(
-    fetchers: Vec<Fetcher<F>>,
-    planned: usize,
-    cpus: Option<&[usize]>,
-    stats: &Arc<Stats>,
-) -> wire::Result<Vec<thread::JoinHandle<()>>> {
-    let mut pool = cores::Workers::start(cpus, planned, stats)?;
-    for fetcher in fetchers {
-        pool.add(fetcher);
-    }
-    Ok(pool.finish())
-}
-
-/// `connect_fetchers`, then `start_fetchers`: each connection starts as soon as all are up.
+/// `connect_fetchers`, then `cores::start_sessions`: each connection starts as soon as all are up.
 pub fn spawn_fetchers<F: FnMut(&BatchInfo, &[u8]) + Send + 'static>(
     plans: Vec<FetchPlan>,
     cpus: Option<&[usize]>,
@@ -130,7 +114,7 @@ pub fn spawn_fetchers<F: FnMut(&BatchInfo, &[u8]) + Send + 'static>(
 ) -> wire::Result<Vec<thread::JoinHandle<()>>> {
     let planned = plans.len();
     let fetchers = connect_fetchers(plans, stats, what, on_batch);
-    start_fetchers(fetchers, planned, cpus, stats)
+    cores::start_sessions(fetchers, planned, cpus, stats)
 }
 
 /// One consumer connection, as a state machine for a worker's event loop: sends a Fetch for
@@ -414,7 +398,7 @@ pub fn run(common: &Common, args: &ConsumeArgs) -> wire::Result<Report> {
     let cpu = CpuProbe::start(common.broker_pid);
     let progress = stats::spawn_progress(stats.clone(), "consume");
     let started = Instant::now();
-    let handles = start_fetchers(fetchers, planned, common.cpus.as_deref(), &stats)?;
+    let handles = cores::start_sessions(fetchers, planned, common.cpus.as_deref(), &stats)?;
     let elapsed = stats::run_workers(&stats, started, Some(args.duration), handles);
     stats.finished.store(true, Ordering::Relaxed);
     let _ = progress.join();

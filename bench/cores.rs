@@ -118,6 +118,22 @@ impl<S: Session + Send + 'static> Workers<S> {
     }
 }
 
+/// Starts the worker threads `Workers::start` would for `sessions_max` sessions and hands them
+/// `sessions`, which they start driving at once. Returns the workers' handles for
+/// `stats::run_workers`.
+pub fn start_sessions<S: Session + Send + 'static>(
+    sessions: Vec<S>,
+    sessions_max: usize,
+    cpus: Option<&[usize]>,
+    stats: &Arc<Stats>,
+) -> wire::Result<Vec<thread::JoinHandle<()>>> {
+    let mut workers = Workers::start(cpus, sessions_max, stats)?;
+    for session in sessions {
+        workers.add(session);
+    }
+    Ok(workers.finish())
+}
+
 /// A worker thread's body: pins it, then runs its event loop until the session queue is closed
 /// and every session is done.
 fn run_worker<S: Session>(index: usize, cpu: Option<usize>, sessions: &Receiver<S>, stats: &Stats) {

@@ -19,7 +19,6 @@ use crate::consume::{FetchPlan, PartitionCursor, spawn_fetchers};
 use crate::cores;
 use crate::produce::{
     ProducerPlan, check_batch_shape, connect_producers, connection_plan, parse_acks,
-    start_producers,
 };
 use crate::report::{CpuProbe, Report};
 use crate::stats::{self, Stats, now_ns};
@@ -87,7 +86,8 @@ pub fn run(common: &Common, args: &E2eArgs) -> wire::Result<Report> {
         });
     let connected = connect_producers(plans.collect(), &produced)?;
     let started = Instant::now();
-    let handles = start_producers(connected, cpus, &produced)?;
+    let count = connected.len();
+    let handles = cores::start_sessions(connected, count, cpus, &produced)?;
     let produce_elapsed = stats::run_workers(&produced, started, Some(args.duration), handles);
     let drained = drain(&produced, &consumed);
     // The run ends when the consumers hold every record, not when their last long poll expires.

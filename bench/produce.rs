@@ -13,7 +13,6 @@ use std::net::TcpStream;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::thread;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -144,20 +143,6 @@ pub fn connect_producers(
         .into_iter()
         .map(|plan| connect_producer(plan, stats.clone()))
         .collect()
-}
-
-/// Hands the connected producers to the client's worker threads, where they start at once.
-/// Returns the workers' handles for `stats::run_workers`.
-pub fn start_producers(
-    producers: Vec<Producer>,
-    cpus: Option<&[usize]>,
-    stats: &Arc<Stats>,
-) -> wire::Result<Vec<thread::JoinHandle<()>>> {
-    let mut workers = cores::Workers::start(cpus, producers.len(), stats)?;
-    for producer in producers {
-        workers.add(producer);
-    }
-    Ok(workers.finish())
 }
 
 /// One pipelined producer connection, as a state machine for a worker's event loop. It sends
@@ -572,7 +557,8 @@ pub fn run(common: &Common, args: &ProduceArgs) -> wire::Result<Report> {
     let cpu = CpuProbe::start(common.broker_pid);
     let progress = stats::spawn_progress(stats.clone(), "produce");
     let started = Instant::now();
-    let handles = start_producers(producers, common.cpus.as_deref(), &stats)?;
+    let count = producers.len();
+    let handles = cores::start_sessions(producers, count, common.cpus.as_deref(), &stats)?;
     let duration = match args.count {
         Some(_) => args.duration,
         None => args.duration.or(Some(10.0)),
@@ -612,6 +598,7 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
     use std::sync::atomic::AtomicBool;
+    use std::thread;
 
     use crate::framed::stand_in;
 
