@@ -455,9 +455,7 @@ impl PartitionLog {
             .map(|s| Rc::clone(&s.file))
             .collect();
         for file in &files {
-            if let Err(e) = SegmentFile::free_unlinked(file, 1).await {
-                tracing::warn!(dir = %self.dir.display(), error = %e, "freeing a deleted segment failed; its close frees it");
-            }
+            SegmentFile::free_unlinked(file, 1).await;
         }
         Ok(())
     }

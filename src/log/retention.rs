@@ -129,9 +129,7 @@ impl PartitionLog {
                 file::remove_file(&segment.path(&self.dir, suffix)).await?;
             }
             // Dropping `removed` closes the files on this shard: free them first, elsewhere.
-            if let Err(e) = file::SegmentFile::free_unlinked(&segment.file, 0).await {
-                tracing::warn!(dir = %self.dir.display(), error = %e, "freeing a deleted segment failed; its close frees it");
-            }
+            file::SegmentFile::free_unlinked(&segment.file, 0).await;
         }
         file::sync_dir(&self.dir).await?;
         tracing::info!(
