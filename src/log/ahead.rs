@@ -212,6 +212,12 @@ impl PartitionLog {
                 .written_to(base_offset)
                 .max(log_end.next_multiple_of(PAGE_BYTES));
             let written = file.write_at(vec![0; bytes as usize], from).await;
+            // The log's own descriptor did not see the file grow.
+            let state = self.state.borrow();
+            if state.active().base_offset == base_offset {
+                state.active().file.forget_size();
+            }
+            drop(state);
             // Even a failed write may have left some zeros: whoever cuts the tail must know.
             ahead.segment.set(Some(base_offset));
             ahead.written_to.set(from + bytes);
