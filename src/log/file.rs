@@ -197,10 +197,7 @@ impl SegmentFile {
             self.wrote_in_place(position + len as u64, &written);
             written?;
         } else {
-            self.size.set(None);
-            let written = self.file.write_at(buf, position).await;
-            self.size.set(None);
-            whole_write(written?, len)?;
+            self.uring_write(&self.file, buf, position).await?;
         }
         self.preallocation.written(position + len as u64);
         Ok(())
@@ -216,11 +213,8 @@ impl SegmentFile {
             self.wrote_in_place(position + len as u64, &written);
             written?;
         } else {
-            self.size.set(None);
-            let buf = join(parts, len);
-            let written = self.file.write_at(buf, position).await;
-            self.size.set(None);
-            whole_write(written?, len)?;
+            self.uring_write(&self.file, join(parts, len), position)
+                .await?;
         }
         self.preallocation.written(position + len as u64);
         Ok(())
@@ -354,6 +348,22 @@ impl SegmentFile {
         size == position
     }
 
+    /// All of `buf` written at `position` through io_uring by `file` (this file's descriptor or
+    /// its O_DSYNC one). The size is unknown from the start (an append may ask meanwhile) and
+    /// after.
+    async fn uring_write(
+        &self,
+        file: &BufferedFile,
+        buf: Vec<u8>,
+        position: u64,
+    ) -> io::Result<()> {
+        let len = buf.len();
+        self.size.set(None);
+        let written = file.write_at(buf, position).await;
+        self.size.set(None);
+        whole_write(written?, len)
+    }
+
     /// Keeps `size` after a write in place ending at `end`: nothing else ran meanwhile.
     fn wrote_in_place(&self, end: u64, written: &io::Result<()>) {
         let size = match written {
@@ -404,10 +414,7 @@ impl SegmentFile {
         };
         let len = buf.len();
         let _syncing = Syncing::start(&self.syncing);
-        self.size.set(None);
-        let written = dsync.write_at(buf, position).await;
-        self.size.set(None);
-        whole_write(written?, len)?;
+        self.uring_write(&dsync, buf, position).await?;
         self.preallocation.written(position + len as u64);
         Ok(())
     }
