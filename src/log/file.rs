@@ -279,10 +279,10 @@ impl SegmentFile {
 
     /// statx of the fields in `mask` alone: the inode is in memory, no I/O. Never the times
     /// (fstat asks for all): with multigrain timestamps (ext4 since Linux 6.13) a read of the
-    /// ctime makes the next write stamp a fine-grained one, which dirties the inode. The append
-    /// path asks for the size before every write, so every write dirtied it (an inode copied
-    /// into its journalled buffer each time, 10,000 of them with 10,000 partitions) where
-    /// otherwise once per clock tick per file would.
+    /// ctime makes the next write stamp a fine-grained one, which dirties the inode. When the
+    /// append path asked fstat for the size before every write, every write dirtied it (an
+    /// inode copied into its journalled buffer each time) where otherwise once per clock tick
+    /// per file would.
     fn statx(&self, mask: u32) -> io::Result<libc::statx> {
         // SAFETY: `st` is a plain struct the kernel fills; the path is an empty C string
         // (AT_EMPTY_PATH: the fd itself), and the fd is ours while `self` lives.
