@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use futures::channel::oneshot;
 use sable::config::Config;
+use sable::log::{CLEAN_SHUTDOWN_FILE, LastStop};
 use sable::metadata::MetadataState;
 use sable::shard;
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -77,12 +78,14 @@ fn run(config: Config) -> Result<ExitCode, String> {
         tracing::warn!(error = %e, "cannot sample the page cache's state; every log write goes through io_uring");
     }
     let state = load_metadata(&config.data_dir)?;
+    let last_stop = take_clean_shutdown_marker(&config.data_dir)?;
     tracing::info!(
         shards,
         bootstrap = %config.listen,
         shard_ports = %format!("{}..={}", config.shard_port(0), config.shard_port(shards - 1)),
         data_dir = %config.data_dir.display(),
         topics = state.topics.len(),
+        last_stop = ?last_stop,
         "starting sable"
     );
 
@@ -90,7 +93,8 @@ fn run(config: Config) -> Result<ExitCode, String> {
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let (stop_txs, stop_rxs): (Vec<_>, Vec<_>) =
         (0..shards).map(|_| oneshot::channel::<()>()).unzip();
-    let handles = shard::start(config, shards, state, stop_rxs)?;
+    let data_dir = config.data_dir.clone();
+    let handles = shard::start(config, shards, state, stop_rxs, last_stop)?;
     std::thread::spawn(move || {
         if let Some(sig) = signals.forever().next() {
             tracing::info!(signal = sig, "shutting down");
@@ -100,9 +104,10 @@ fn run(config: Config) -> Result<ExitCode, String> {
         }
     });
     let mut failed = false;
+    let mut clean = true;
     for (i, h) in handles.into_iter().enumerate() {
         match h.join() {
-            Ok(Ok(())) => {}
+            Ok(Ok(stop)) => clean &= stop == LastStop::Clean,
             Ok(Err(msg)) => {
                 // A shard that cannot serve makes the whole broker unusable: stop at once.
                 say(&format!("sable: shard {i}: {msg}"));
@@ -113,6 +118,16 @@ fn run(config: Config) -> Result<ExitCode, String> {
                 failed = true;
             }
         }
+    }
+    if clean && !failed {
+        match write_clean_shutdown_marker(&data_dir) {
+            Ok(()) => tracing::info!("stopped cleanly"),
+            Err(e) => {
+                tracing::error!(error = %e, "could not write the clean-shutdown marker; the next start checks every tail")
+            }
+        }
+    } else {
+        tracing::warn!("a log was not closed cleanly; the next start checks every tail");
     }
     Ok(if failed {
         ExitCode::FAILURE
@@ -178,6 +193,29 @@ fn lock_data_dir(dir: &Path) -> Result<File, String> {
         ));
     }
     Ok(f)
+}
+
+/// How the broker last stopped: clean if it left its marker. The marker is removed, durably,
+/// before any shard starts, so a crash from here on is seen as one at the next start.
+fn take_clean_shutdown_marker(dir: &Path) -> Result<LastStop, String> {
+    let path = dir.join(CLEAN_SHUTDOWN_FILE);
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LastStop::Unclean),
+        Err(e) => return Err(format!("cannot remove {}: {e}", path.display())),
+    }
+    sync_dir(dir).map_err(|e| format!("cannot sync {}: {e}", dir.display()))?;
+    Ok(LastStop::Clean)
+}
+
+/// Once every shard closed every log: the marker, made durable with its name.
+fn write_clean_shutdown_marker(dir: &Path) -> std::io::Result<()> {
+    File::create(dir.join(CLEAN_SHUTDOWN_FILE))?.sync_all()?;
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 /// Reads the controller's metadata before any shard starts (plain std::fs: no reactor yet).

@@ -122,6 +122,79 @@ async fn clean_restart_keeps_topics_and_records() {
     assert_topic_holds(&broker, "kept", 2, &expected);
 }
 
+/// The clean-shutdown marker is the broker's, in its data directory: a clean stop writes it once
+/// every partition is closed, a start consumes it, a SIGKILL leaves none. It decides what a start
+/// checks: after a clean stop a segment's tail is trusted as written (its framing is checked, not
+/// its CRCs); after a crash every batch of the tail is checked and a damaged last batch is cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_stop_writes_the_marker_that_lets_the_next_start_trust_the_tails() {
+    let mut broker = Broker::start();
+    broker.create_topic("marked", 1).await;
+    let producer = broker.producer(&[("acks", "all")]);
+    let mut values = Vec::new();
+    for i in 0..5u64 {
+        // One batch each: awaited one by one.
+        let mut v = format!("marked/r{i}/").into_bytes();
+        v.extend(common::pseudo_random_bytes(i, 40));
+        let d = common::produce_one(
+            &producer,
+            common::record("marked", None, Some(&v)).partition(0),
+        )
+        .await
+        .expect("delivered");
+        assert_eq!(d.offset, i64::try_from(i).expect("small"));
+        values.push(v);
+    }
+    drop(producer);
+    let marker = broker.data_dir().join(".sable_clean_shutdown");
+    let partition_dir = broker.partition_dir("marked", 0);
+    assert!(!marker.exists(), "a running broker has none");
+    assert!(broker.stop().success(), "SIGTERM exits 0");
+    assert!(marker.exists(), "a clean stop writes it");
+    assert!(
+        !partition_dir.join(".sable_clean_shutdown").exists(),
+        "one for the broker, none per partition"
+    );
+
+    // Damage the last value byte of the last batch (its last byte is the header count).
+    let segment = partition_dir.join("00000000000000000000.log");
+    let mut bytes = std::fs::read(&segment).expect("read segment");
+    let at = bytes.len() - 2;
+    bytes[at] ^= 0x40;
+    std::fs::write(&segment, &bytes).expect("write segment");
+    let mut damaged = values.clone();
+    *damaged[4].last_mut().expect("non-empty") ^= 0x40;
+
+    let read_all = |broker: &Broker, count: usize| -> Vec<Vec<u8>> {
+        let consumer = broker.consumer();
+        common::assign_from_beginning(&consumer, "marked", 1);
+        common::consume_exactly(&consumer, count)
+            .iter()
+            .map(|m| m.payload().expect("value").to_vec())
+            .collect()
+    };
+    broker.start_again();
+    assert!(!marker.exists(), "a start consumes it");
+    assert_eq!(
+        read_all(&broker, 5),
+        damaged,
+        "after a clean stop the tail is served as it is on disk"
+    );
+
+    broker.kill9();
+    assert!(!marker.exists(), "a SIGKILL leaves none");
+    broker.start_again();
+    let consumer = broker.consumer();
+    assert_eq!(
+        consumer
+            .fetch_watermarks("marked", 0, WAIT_MAX)
+            .expect("watermarks"),
+        (0, 4),
+        "after a crash the batch that fails its CRC is cut"
+    );
+    assert_eq!(read_all(&broker, 4), values[..4].to_vec());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_keeps_every_acknowledged_record() {
     let mut broker = Broker::start();

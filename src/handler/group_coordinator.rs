@@ -85,13 +85,16 @@ impl GroupCoordinator {
         Ok(())
     }
 
-    pub async fn close(&self) {
+    /// Closes the offsets log, if one is open.
+    pub async fn close(&self) -> Result<(), LogError> {
         let log = self.log.borrow_mut().take();
         if let Some(log) = log
             && let Err(e) = log.close().await
         {
             tracing::error!(error = %e, "closing the offsets log");
+            return Err(e);
         }
+        Ok(())
     }
 }
 

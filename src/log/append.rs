@@ -520,7 +520,7 @@ impl PartitionLog {
                 tracing::warn!(dir = %self.dir.display(), base_offset, error = %e, "cutting the zeros past a rolled segment's end failed");
             }
         }
-        let mut result = self.persist_indexes(base_offset).await;
+        let mut result = self.persist_indexes(base_offset).await.map(drop);
         if result.is_ok() {
             result = self.write_producer_snapshot().await;
         }

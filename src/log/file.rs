@@ -123,6 +123,19 @@ impl Drop for Syncing<'_> {
 }
 
 impl SegmentFile {
+    /// `size`: the file's size when the open itself decides it, else None (asked when needed).
+    fn new(file: BufferedFile, path: &Path, size: Option<u64>) -> SegmentFile {
+        SegmentFile {
+            file,
+            path: path.to_path_buf(),
+            dsync: RefCell::new(None),
+            syncing: Cell::new(0),
+            preallocation: Preallocation::default(),
+            free_on_drop: Cell::new(false),
+            size: Cell::new(size),
+        }
+    }
+
     /// Opens (creating if missing) a file for reading and writing. `BufferedFile::create` would
     /// open it write-only, and a later read would fail with EBADF.
     pub async fn open(path: &Path) -> io::Result<SegmentFile> {
@@ -132,30 +145,27 @@ impl SegmentFile {
             .create(true)
             .buffered_open(path)
             .await?;
-        Ok(SegmentFile {
-            file,
-            path: path.to_path_buf(),
-            dsync: RefCell::new(None),
-            syncing: Cell::new(0),
-            preallocation: Preallocation::default(),
-            free_on_drop: Cell::new(false),
-            size: Cell::new(None),
-        })
+        Ok(SegmentFile::new(file, path, None))
+    }
+
+    /// Opens `path` for reading and writing, created or emptied (`O_TRUNC` in the open itself,
+    /// no truncate through the blocking pool).
+    pub async fn create_empty(path: &Path) -> io::Result<SegmentFile> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .buffered_open(path)
+            .await?;
+        Ok(SegmentFile::new(file, path, Some(0)))
     }
 
     /// Opens an existing file for writing only, never creating it: a descriptor of its own
     /// whose fdatasync reports writeback errors to nobody else (`ahead`).
     pub async fn open_existing(path: &Path) -> io::Result<SegmentFile> {
         let file = OpenOptions::new().write(true).buffered_open(path).await?;
-        Ok(SegmentFile {
-            file,
-            path: path.to_path_buf(),
-            dsync: RefCell::new(None),
-            syncing: Cell::new(0),
-            preallocation: Preallocation::default(),
-            free_on_drop: Cell::new(false),
-            size: Cell::new(None),
-        })
+        Ok(SegmentFile::new(file, path, None))
     }
 
     pub fn path(&self) -> &Path {
@@ -713,14 +723,6 @@ pub async fn remove_file(path: &Path) -> io::Result<()> {
     }
 }
 
-/// True when a file exists at `path`.
-pub async fn exists(path: &Path) -> io::Result<bool> {
-    let path = path.to_path_buf();
-    glommio::executor()
-        .spawn_blocking(move || path.try_exists())
-        .await
-}
-
 /// fsyncs a directory, so a file created or removed in it survives a crash.
 pub async fn sync_dir(path: &Path) -> io::Result<()> {
     let dir = Directory::open(path).await?;
@@ -771,8 +773,7 @@ pub async fn replace_small_file(path: &Path, contents: Vec<u8>) -> io::Result<()
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    let file = SegmentFile::open(&tmp).await?;
-    file.truncate(0).await?;
+    let file = SegmentFile::create_empty(&tmp).await?;
     file.write_at(contents, 0).await?;
     file.fdatasync().await?;
     drop(file);
@@ -1078,11 +1079,11 @@ mod tests {
                 list_dir(&sub).await.expect("list"),
                 vec!["f.index".to_string()]
             );
-            assert!(exists(&path).await.expect("exists"));
+            assert!(path.exists());
             remove_file(&path).await.expect("remove");
             remove_file(&path).await.expect("missing is fine");
             remove_dir_all(&dir.path().join("x")).await.expect("rmdir");
-            assert!(!exists(&sub).await.expect("exists"));
+            assert!(!sub.exists());
         });
     }
 }

@@ -4,13 +4,16 @@
 //! Only `file.rs` touches the async runtime; the rest is runtime-free.
 //!
 //! CONTRACT (used by handlers and net; keep these signatures):
-//! * `PartitionLog::open(dir, config, leader_epoch).await` recovers and opens one partition.
+//! * `PartitionLog::open(dir, config, leader_epoch, stopped).await` recovers and opens one
+//!   partition; `stopped` says how the broker last stopped (its marker, `CLEAN_SHUTDOWN_FILE`).
 //! * `append(records, acks).await` appends a validated record set (one or more v2 batches, as
 //!   `protocol::batch::validate_record_set` accepted them) and answers per `acks`.
 //! * `read(from, max_bytes).await` returns whole batches as file regions.
 //! * `appended()` is a future that completes at the next append (long poll).
 //! * `offset_for_timestamp(ts)` / `max_timestamp()` for ListOffsets.
-//! * `close().await` flushes and writes the clean-shutdown marker; `delete().await` removes it all.
+//! * `close().await` flushes and writes what a clean open trusts (indexes, producer snapshot);
+//!   the broker writes its clean-shutdown marker once every log has closed. `delete().await`
+//!   removes it all.
 
 mod ahead;
 mod append;
@@ -41,9 +44,25 @@ pub use producer::ActiveProducer;
 use recovery::RecoveryMode;
 use segment::{INDEX_SUFFIX, LOG_SUFFIX, Segment, TIME_INDEX_SUFFIX};
 
-/// Written by `close` after everything is flushed; its presence at open means the files are
-/// whole and the tail scan may skip CRC checks. Removed at open, so a later crash is unclean.
+/// Written in the data directory by the broker once every log closed without an error (Kafka:
+/// `.kafka_cleanshutdown` per log directory); its presence at start means the files are whole and
+/// the tail scans may skip CRC checks. Removed at start, before anything is written, so a later
+/// crash is unclean. Earlier versions wrote one per partition directory; open honours and
+/// removes such a file.
 pub const CLEAN_SHUTDOWN_FILE: &str = ".sable_clean_shutdown";
+
+/// How the broker stopped last time, as its clean-shutdown marker told at start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LastStop {
+    /// Every log was closed: synced, indexes and snapshots written.
+    Clean,
+    /// A crash, a kill, or a close that failed: tails are checked batch by batch, CRCs included.
+    Unclean,
+}
+
+/// Close leaves the producer snapshot as it is when the batches written since it are at most
+/// this many bytes: the next open reads their headers instead, about what writing it costs.
+const SNAPSHOT_SKIP_MAX_BYTES: u64 = 64 * 1024;
 /// Kafka caps segment.bytes at Int.MaxValue; index positions are u32 and a segment may
 /// overshoot by one request.
 pub const SEGMENT_SIZE_MAX_BYTES: u64 = i32::MAX as u64;
@@ -226,6 +245,9 @@ pub struct PartitionLog {
     progress: Rc<Notify>,
     /// Idempotent producers' epochs and last batches; checked and updated under `write_lock`.
     producers: RefCell<producer::ProducerStateTable>,
+    /// Offset the producer snapshot on disk stands for: an open rebuilds the table from it and
+    /// a scan of every batch header after it (from the log start when there is none).
+    snapshot_offset: Cell<i64>,
     /// Held while index files and the producer snapshot are written, or segment files deleted,
     /// outside the write lock (after a roll, by retention), and by `close`: those writes never
     /// race each other, a deletion or the final flush. Taken after `write_lock` when both are.
@@ -245,14 +267,15 @@ impl PartitionLog {
         dir: PathBuf,
         config: LogConfig,
         leader_epoch: i32,
+        last_stop: LastStop,
     ) -> Result<Rc<PartitionLog>, LogError> {
         assert!(config.segment_bytes > 0 && config.segment_bytes <= SEGMENT_SIZE_MAX_BYTES);
         assert!(config.write_ahead_bytes <= WRITE_AHEAD_MAX_BYTES);
         file::create_dir_all(&dir).await?;
-        let marker = dir.join(CLEAN_SHUTDOWN_FILE);
-        let clean = file::exists(&marker).await?;
-        let mut bases: Vec<i64> = file::list_dir(&dir)
-            .await?
+        let names = file::list_dir(&dir).await?;
+        let own_marker = names.iter().any(|name| name == CLEAN_SHUTDOWN_FILE);
+        let clean = last_stop == LastStop::Clean || own_marker;
+        let mut bases: Vec<i64> = names
             .iter()
             .filter_map(|name| segment::parse_log_file_name(name))
             .collect();
@@ -273,14 +296,15 @@ impl PartitionLog {
             segments.push(segment);
             file::yield_if_needed().await;
         }
-        if clean {
+        if own_marker {
             // Gone before the first append, so a crash from here on is recovered as unclean.
-            file::remove_file(&marker).await?;
+            file::remove_file(&dir.join(CLEAN_SHUTDOWN_FILE)).await?;
         }
         file::sync_dir(&dir).await?;
         let high_watermark = segments.last().expect("at least one segment").next_offset;
         let log_start_explicit = retention::load_log_start(&dir).await?.min(high_watermark);
-        let producers = recovery::load_producers(&dir, &segments, high_watermark).await?;
+        let (producers, snapshot_offset) =
+            recovery::load_producers(&dir, &segments, high_watermark).await?;
         tracing::debug!(dir = %dir.display(), clean, high_watermark, producers = producers.len(), "log opened");
         let progress = Rc::new(Notify::default());
         Ok(Rc::new_cyclic(|me| PartitionLog {
@@ -300,6 +324,7 @@ impl PartitionLog {
             sync: SyncState::default(),
             progress,
             producers: RefCell::new(producers),
+            snapshot_offset: Cell::new(snapshot_offset),
             housekeeping: FifoLock::default(),
             write_ahead: Default::default(),
         }))
@@ -399,7 +424,10 @@ impl PartitionLog {
         self.sync.write_throughs.get()
     }
 
-    /// Flushes everything and writes the clean-shutdown marker.
+    /// Syncs everything written and writes what a clean open reads instead of scanning: the
+    /// indexes that changed, and a producer snapshot unless little was written since the last.
+    /// An idle partition costs no I/O. The broker's clean-shutdown marker, written once every
+    /// log has closed, is what lets the next open trust all of it.
     pub async fn close(&self) -> Result<(), LogError> {
         let _turn = self.write_lock.lock().await;
         if self.state.borrow().closed {
@@ -432,13 +460,25 @@ impl PartitionLog {
             .iter()
             .map(|s| s.base_offset)
             .collect();
+        let mut renamed = false;
         for base_offset in bases {
-            self.persist_indexes(base_offset).await?;
+            renamed |= self.persist_indexes(base_offset).await?;
         }
-        self.write_producer_snapshot().await?;
-        let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
-        file::replace_small_file(&marker, Vec::new()).await?;
-        file::sync_dir(&self.dir).await?;
+        // A snapshot saves the next open a scan of what was written since the last one; where
+        // that is less than writing it costs, the scan is cheaper (10,000 partitions each
+        // written a little: three files and two fdatasyncs each made shutdown take seconds).
+        let scan_bytes = recovery::producer_scan_bytes(
+            &self.state.borrow().segments,
+            self.snapshot_offset.get(),
+        );
+        if scan_bytes > SNAPSHOT_SKIP_MAX_BYTES {
+            self.write_producer_snapshot().await?;
+            renamed = true;
+        }
+        // The new files' names, before the broker's marker says they are there.
+        if renamed {
+            file::sync_dir(&self.dir).await?;
+        }
         tracing::debug!(dir = %self.dir.display(), "log closed cleanly");
         Ok(())
     }
@@ -463,15 +503,16 @@ impl PartitionLog {
     /// Writes the indexes of the segment starting at `base_offset`, if it still exists and they
     /// changed since last persisted. Index files are rebuildable, so they are written with a
     /// rename but without a directory sync. Retention may drop segments meanwhile: the segment
-    /// is found by its base offset, never by a position held across an await.
-    async fn persist_indexes(&self, base_offset: i64) -> Result<(), LogError> {
+    /// is found by its base offset, never by a position held across an await. Returns whether
+    /// it wrote them.
+    async fn persist_indexes(&self, base_offset: i64) -> Result<bool, LogError> {
         let (index_path, index, time_index_path, time_index) = {
             let state = self.state.borrow();
             let Some(segment) = state.segments.iter().find(|s| s.base_offset == base_offset) else {
-                return Ok(());
+                return Ok(false);
             };
             if !segment.index_dirty {
-                return Ok(());
+                return Ok(false);
             }
             (
                 segment.path(&self.dir, INDEX_SUFFIX),
@@ -491,18 +532,19 @@ impl PartitionLog {
         {
             segment.index_dirty = false;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Persists the producer table as of the high watermark (after a roll, at close). After a
     /// roll the batches may not be synced yet; open ignores a snapshot that goes past the
     /// recovered log end, so a power loss cannot leave it describing batches that are gone.
     async fn write_producer_snapshot(&self) -> Result<(), LogError> {
-        let bytes = {
+        let (next_offset, bytes) = {
             let next_offset = self.state.borrow().high_watermark;
-            self.producers.borrow().encode(next_offset)
+            (next_offset, self.producers.borrow().encode(next_offset))
         };
         file::replace_small_file(&self.dir.join(producer::SNAPSHOT_FILE), bytes).await?;
+        self.snapshot_offset.set(next_offset);
         Ok(())
     }
 

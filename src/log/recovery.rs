@@ -293,12 +293,14 @@ fn check_stored_batch(
 }
 
 /// Rebuilds the idempotent producer table: the snapshot (if whole and not past the log end),
-/// then every batch header from its offset (or the log start) to the high watermark.
+/// then every batch header from its offset (or the log start) to the high watermark. Returns
+/// the table and the offset the scan started from: where the next open's scan starts too, until
+/// a newer snapshot is written.
 pub(crate) async fn load_producers(
     dir: &Path,
     segments: &[Segment],
     high_watermark: i64,
-) -> Result<ProducerStateTable, LogError> {
+) -> Result<(ProducerStateTable, i64), LogError> {
     let path = dir.join(SNAPSHOT_FILE);
     let snapshot = match file::read_small_file(&path, SNAPSHOT_SIZE_MAX_BYTES).await {
         Ok(Some(bytes)) => ProducerStateTable::decode(&bytes),
@@ -318,14 +320,7 @@ pub(crate) async fn load_producers(
     };
     for segment in segments.iter().filter(|s| s.next_offset > from) {
         let mut reader = HeaderReader::new(Rc::clone(&segment.file), segment.size_bytes);
-        let mut position = if from > segment.base_offset {
-            segment
-                .index
-                .lookup(segment.relative(from))
-                .map_or(0, |e| u64::from(e.position))
-        } else {
-            0
-        };
+        let mut position = scan_start(segment, from);
         while position < reader.size_bytes() {
             let header = reader.header_at(position).await?;
             if header.last_offset() >= from {
@@ -335,5 +330,26 @@ pub(crate) async fn load_producers(
             file::yield_if_needed().await;
         }
     }
-    Ok(table)
+    Ok((table, from))
+}
+
+/// Where a scan for the batches from `from` on starts in `segment`: the indexed position at or
+/// before it, or the segment's start.
+fn scan_start(segment: &Segment, from: i64) -> u64 {
+    if from > segment.base_offset {
+        segment
+            .index
+            .lookup(segment.relative(from))
+            .map_or(0, |e| u64::from(e.position))
+    } else {
+        0
+    }
+}
+
+/// Bytes `load_producers` would read headers from to rebuild the producer table from a snapshot
+/// taken at `from`.
+pub(crate) fn producer_scan_bytes(segments: &[Segment], from: i64) -> u64 {
+    (segments.iter().filter(|s| s.next_offset > from))
+        .map(|s| s.size_bytes.saturating_sub(scan_start(s, from)))
+        .sum()
 }

@@ -42,8 +42,13 @@ fn batch(timestamp: i64, value_bytes: usize) -> Bytes {
     Bytes::from(fixtures::simple(timestamp, value_bytes))
 }
 
+/// Opens as after a crash: every tail is checked, CRCs included.
 async fn open(dir: &Path, config: &LogConfig) -> Rc<PartitionLog> {
-    PartitionLog::open(dir.to_path_buf(), config.clone(), 7)
+    open_after(dir, config, LastStop::Unclean).await
+}
+
+async fn open_after(dir: &Path, config: &LogConfig, last_stop: LastStop) -> Rc<PartitionLog> {
+    PartitionLog::open(dir.to_path_buf(), config.clone(), 7, last_stop)
         .await
         .expect("open")
 }
@@ -300,7 +305,13 @@ fn a_flipped_byte_in_the_last_batch_is_truncated_unless_shutdown_was_clean() {
     let last = bytes.len() - 3;
     bytes[last] ^= 0x40;
     std::fs::write(&log_path, &bytes).expect("write");
-    // With a clean marker the tail is trusted: the scan checks framing, not CRCs.
+    // After a clean stop the tail is trusted: the scan checks framing, not CRCs.
+    run_local(async {
+        let log = open_after(dir.path(), &config, LastStop::Clean).await;
+        assert_eq!(log.high_watermark(), Offset(5));
+    });
+    // So is it with the marker an earlier version left in the partition's own directory, which
+    // open consumes.
     std::fs::write(dir.path().join(CLEAN_SHUTDOWN_FILE), b"").expect("marker");
     run_local(async {
         let log = open(dir.path(), &config).await;
@@ -320,8 +331,8 @@ fn a_flipped_byte_in_the_last_batch_is_truncated_unless_shutdown_was_clean() {
         log.close().await.expect("close");
     });
     assert!(
-        dir.path().join(CLEAN_SHUTDOWN_FILE).exists(),
-        "close writes the marker"
+        !dir.path().join(CLEAN_SHUTDOWN_FILE).exists(),
+        "the broker writes the marker, not a log's close"
     );
     assert!(file_len(&log_path) < bytes.len() as u64);
 }
@@ -1041,6 +1052,20 @@ fn idempotent_retries_get_original_offsets_and_gaps_are_refused() {
 
 /// Producer state after reopening `dir` must recognise every batch of `written` as a
 /// duplicate (with its offset) and accept the next sequence.
+/// Appends `batches` batches of 2 records from producer 9, epoch 0, sequences 0, 2, ...;
+/// returns each batch's (first sequence, base offset).
+async fn append_idempotent(log: &PartitionLog, batches: i32) -> Vec<(i32, i64)> {
+    let mut written = Vec::new();
+    for i in 0..batches {
+        let info = log
+            .append(idempotent_batch(9, 0, i * 2, 2), Acks::All)
+            .await
+            .unwrap();
+        written.push((i * 2, info.base_offset.value()));
+    }
+    written
+}
+
 async fn assert_producer_state_survived(dir: &Path, written: &[(i32, i64)], next_seq: i32) {
     let log = open(dir, &small_config()).await;
     let hw = log.high_watermark();
@@ -1071,13 +1096,7 @@ fn producer_state_survives_clean_close_crash_and_rolls() {
         let mut written = Vec::new();
         run_local(async {
             let log = open(dir.path(), &small_config()).await;
-            for i in 0..batches {
-                let info = log
-                    .append(idempotent_batch(9, 0, i * 2, 2), Acks::All)
-                    .await
-                    .unwrap();
-                written.push((i * 2, info.base_offset.value()));
-            }
+            written = append_idempotent(&log, batches).await;
             if !crash {
                 log.close().await.unwrap();
             }
@@ -1094,18 +1113,51 @@ fn producer_state_survives_clean_close_crash_and_rolls() {
 }
 
 #[test]
+fn close_writes_a_producer_snapshot_only_where_it_saves_a_longer_scan() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let snapshot = dir.path().join(producer::SNAPSHOT_FILE);
+    let config = raw_file_config();
+    let mut written = Vec::new();
+    run_local(async {
+        let log = open(dir.path(), &config).await;
+        written = append_idempotent(&log, 3).await;
+        log.close().await.unwrap();
+    });
+    assert!(
+        !snapshot.exists(),
+        "three small batches: the next open reads their headers instead"
+    );
+    // Which it does: retries still get their original offsets. (Appends one batch more.)
+    run_local(assert_producer_state_survived(dir.path(), &written, 6));
+    written.push((6, 6));
+    let hw = run_local(async {
+        let log = open(dir.path(), &config).await;
+        log.append(batch(2_000, SNAPSHOT_SKIP_MAX_BYTES as usize), Acks::All)
+            .await
+            .unwrap();
+        let hw = log.high_watermark().value();
+        log.close().await.unwrap();
+        hw
+    });
+    let read = || producer::ProducerStateTable::decode(&std::fs::read(&snapshot).unwrap());
+    let (table, offset) = read().expect("a snapshot once more was written than it is worth");
+    assert_eq!(offset, hw, "taken at the log end");
+    assert_eq!(table.len(), 1, "with the producer the scan found");
+    // Opened and closed with nothing written: the snapshot is left as it was.
+    let inode = std::fs::metadata(&snapshot).unwrap().ino();
+    run_local(async { open(dir.path(), &config).await.close().await.unwrap() });
+    assert_eq!(std::fs::metadata(&snapshot).unwrap().ino(), inode);
+    run_local(assert_producer_state_survived(dir.path(), &written, 8));
+}
+
+#[test]
 fn a_damaged_or_future_producer_snapshot_falls_back_to_a_scan() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut written = Vec::new();
     run_local(async {
         let log = open(dir.path(), &small_config()).await;
-        for i in 0..30 {
-            let info = log
-                .append(idempotent_batch(9, 0, i * 2, 2), Acks::All)
-                .await
-                .unwrap();
-            written.push((i * 2, info.base_offset.value()));
-        }
+        written = append_idempotent(&log, 30).await;
         log.close().await.unwrap();
     });
     let snapshot = dir.path().join(producer::SNAPSHOT_FILE);
@@ -1489,7 +1541,6 @@ fn a_roll_cuts_the_zeros_past_the_rolled_segment_and_recovery_cuts_any_left_in_a
     file.set_len(first_len + 300_000)
         .expect("extend with zeros");
     drop(file);
-    std::fs::remove_file(dir.path().join(CLEAN_SHUTDOWN_FILE)).expect("unclean");
     run_local(async {
         let log = open(dir.path(), &config).await;
         assert_eq!(file_len(&segments[0]), first_len);

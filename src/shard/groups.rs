@@ -44,13 +44,17 @@ pub async fn start(shard: &Rc<Shard>) {
     let dir = shard
         .data_dir
         .join(format!("{OFFSETS_TOPIC}-{}", ctx.shard.index()));
-    match PartitionLog::open(dir, shard.log_config.clone(), 0).await {
+    match PartitionLog::open(dir, shard.log_config.clone(), 0, shard.last_stop).await {
         Ok(log) => {
             if let Err(e) = ctx.groups.load(log).await {
                 error!(error = %e, "could not replay the offsets log; offsets are in memory only");
+                shard.unclean.set(true);
             }
         }
-        Err(e) => error!(error = %e, "could not open the offsets log; offsets are in memory only"),
+        Err(e) => {
+            error!(error = %e, "could not open the offsets log; offsets are in memory only");
+            shard.unclean.set(true);
+        }
     }
     let image = ctx.image();
     let known: HashSet<&str> = image.topics().iter().map(|t| t.name.as_str()).collect();

@@ -8,7 +8,7 @@ pub mod mesh;
 pub mod metrics;
 pub mod peers;
 
-use std::cell::{OnceCell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,9 +16,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::FutureExt;
 use futures::channel::oneshot;
 use futures::future::{Either, select};
+use futures::{FutureExt, StreamExt};
 use glommio::net::TcpListener;
 use glommio::sync::Gate;
 use glommio::{LocalExecutorBuilder, Placement, spawn_local};
@@ -27,7 +27,7 @@ use tracing::{Instrument, error, info, info_span, warn};
 use crate::config::Config;
 use crate::handler::Context;
 use crate::limits::MESH_CHANNEL_CAPACITY;
-use crate::log::{LogConfig, PartitionLog};
+use crate::log::{LastStop, LogConfig, PartitionLog};
 use crate::metadata::{MetadataImage, MetadataState};
 use crate::types::{ShardId, TopicPartition};
 use controller::Controller;
@@ -41,6 +41,11 @@ pub struct Shard {
     pub controller: Option<Controller>,
     data_dir: PathBuf,
     log_config: LogConfig,
+    /// How the broker stopped last time: what every log this shard opens may trust.
+    last_stop: LastStop,
+    /// A log this shard should hold could not be opened, replayed or closed: its files may not
+    /// be whole, so this stop must not count as clean.
+    unclean: Cell<bool>,
 }
 
 impl Shard {
@@ -90,13 +95,17 @@ impl Shard {
                 self.data_dir.join(tp.dir_name()),
                 self.log_config.clone(),
                 epoch,
+                self.last_stop,
             )
             .await
             {
                 Ok(log) => {
                     self.ctx.partitions.borrow_mut().insert(tp, log);
                 }
-                Err(e) => error!(partition = %tp, error = %e, "could not open partition"),
+                Err(e) => {
+                    error!(partition = %tp, error = %e, "could not open partition");
+                    self.unclean.set(true);
+                }
             }
         }
         groups::forget_deleted_topics(&self.ctx, &image);
@@ -106,12 +115,14 @@ impl Shard {
 }
 
 /// Starts `shards` executors and blocks until they have all stopped. `stops[i]` stops shard i.
+/// Each shard's result says whether it closed every log it held (`LastStop::Clean`).
 pub fn start(
     config: Config,
     shards: usize,
     state: MetadataState,
     stops: Vec<oneshot::Receiver<()>>,
-) -> Result<Vec<glommio::ExecutorJoinHandle<Result<(), String>>>, String> {
+    last_stop: LastStop,
+) -> Result<Vec<glommio::ExecutorJoinHandle<Result<LastStop, String>>>, String> {
     let ready = mesh::StartBarrier::new(shards);
     let image = Arc::new(MetadataImage::new(state, shards));
     stops
@@ -131,7 +142,7 @@ pub fn start(
             builder
                 .spawn(move || async move {
                     let shard = ShardId(i as u16);
-                    shard_main(shard, config, mesh, image, ready, stop.shared())
+                    shard_main(shard, config, mesh, image, ready, stop.shared(), last_stop)
                         .instrument(info_span!("shard", shard = i))
                         .await
                 })
@@ -150,7 +161,8 @@ async fn shard_main(
     image: Arc<MetadataImage>,
     ready: Arc<mesh::StartBarrier>,
     stop: Stop,
-) -> Result<(), String> {
+    last_stop: LastStop,
+) -> Result<LastStop, String> {
     let shard_count = image.shard_count;
     let (senders, receivers) = mesh;
     assert_eq!(senders.me(), me, "each shard gets its own ends of the mesh");
@@ -192,6 +204,8 @@ async fn shard_main(
         controller,
         data_dir: config.data_dir.clone(),
         log_config,
+        last_stop,
+        unclean: Cell::new(false),
     });
     assert!(
         peers.shard.set(Rc::downgrade(&shard)).is_ok(),
@@ -262,15 +276,27 @@ async fn shard_main(
     if let Err(e) = gate.close().await {
         warn!(error = %e, "closing connections");
     }
-    ctx.groups.close().await;
-    let logs: Vec<_> = ctx.partitions.borrow().values().cloned().collect();
-    for log in logs {
-        if let Err(e) = log.close().await {
-            error!(error = %e, "closing partition");
-        }
+    if ctx.groups.close().await.is_err() {
+        shard.unclean.set(true);
     }
+    let logs: Vec<_> = ctx.partitions.borrow().values().cloned().collect();
+    // Each close waits on the disk for a few fdatasyncs; the disk takes several at once.
+    futures::stream::iter(logs)
+        .for_each_concurrent(CLOSE_CONCURRENCY, |log| {
+            let shard = &shard;
+            async move {
+                if let Err(e) = log.close().await {
+                    error!(error = %e, "closing partition");
+                    shard.unclean.set(true);
+                }
+            }
+        })
+        .await;
     info!("stopped");
-    Ok(())
+    Ok(match shard.unclean.get() {
+        true => LastStop::Unclean,
+        false => LastStop::Clean,
+    })
 }
 
 async fn accept_loop(
@@ -403,6 +429,9 @@ fn spawn_disk_space_task(ctx: &Rc<Context>, stop: Stop) {
 
 /// How often DescribeLogDirs' total and usable bytes are measured again.
 const DISK_SPACE_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Partitions a stopping shard closes at once.
+const CLOSE_CONCURRENCY: usize = 32;
 
 /// Sleeps for `period`; false if the shard is stopping instead.
 async fn sleep_or_stop(period: Duration, stop: &Stop) -> bool {
