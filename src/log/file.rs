@@ -675,11 +675,19 @@ pub(crate) fn statvfs_space(path: &std::ffi::CStr) -> io::Result<DiskSpace> {
     })
 }
 
-/// Creates a directory and its parents on glommio's blocking pool.
-pub async fn create_dir_all(path: &Path) -> io::Result<()> {
+/// Creates a directory (and its parents) unless it exists, on glommio's blocking pool; true when
+/// it created it. Its name is durable only once the caller has synced the parent.
+pub async fn make_dir(path: &Path) -> io::Result<bool> {
     let path = path.to_path_buf();
     glommio::executor()
-        .spawn_blocking(move || std::fs::create_dir_all(path))
+        .spawn_blocking(move || match std::fs::create_dir(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(&path).map(|()| true)
+            }
+            Err(e) => Err(e),
+        })
         .await
 }
 
@@ -1063,7 +1071,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         run_local(async {
             let sub = dir.path().join("x/y");
-            create_dir_all(&sub).await.expect("mkdir");
+            assert!(make_dir(&sub).await.expect("mkdir"), "made, parents too");
+            assert!(!make_dir(&sub).await.expect("mkdir"), "there already");
             let path = sub.join("f.index");
             assert_eq!(read_small_file(&path, 100).await.expect("read"), None);
             replace_small_file(&path, vec![1, 2, 3])

@@ -271,7 +271,7 @@ impl PartitionLog {
     ) -> Result<Rc<PartitionLog>, LogError> {
         assert!(config.segment_bytes > 0 && config.segment_bytes <= SEGMENT_SIZE_MAX_BYTES);
         assert!(config.write_ahead_bytes <= WRITE_AHEAD_MAX_BYTES);
-        file::create_dir_all(&dir).await?;
+        let created = file::make_dir(&dir).await?;
         let names = file::list_dir(&dir).await?;
         let own_marker = names.iter().any(|name| name == CLEAN_SHUTDOWN_FILE);
         let clean = last_stop == LastStop::Clean || own_marker;
@@ -280,7 +280,8 @@ impl PartitionLog {
             .filter_map(|name| segment::parse_log_file_name(name))
             .collect();
         bases.sort_unstable();
-        if bases.is_empty() {
+        let first_segment = bases.is_empty();
+        if first_segment {
             bases.push(0);
         }
         let mut segments = Vec::with_capacity(bases.len());
@@ -300,7 +301,15 @@ impl PartitionLog {
             // Gone before the first append, so a crash from here on is recovered as unclean.
             file::remove_file(&dir.join(CLEAN_SHUTDOWN_FILE)).await?;
         }
-        file::sync_dir(&dir).await?;
+        // Names made or removed here durable before anything written in them is acknowledged:
+        // a first segment, a consumed marker, and a new directory's own name in its parent. A
+        // directory that already held its segments is left alone (10,000 syncs at every start).
+        if created || first_segment || own_marker {
+            file::sync_dir(&dir).await?;
+        }
+        if created && let Some(parent) = dir.parent() {
+            file::sync_dir(parent).await?;
+        }
         let high_watermark = segments.last().expect("at least one segment").next_offset;
         let log_start_explicit = retention::load_log_start(&dir).await?.min(high_watermark);
         let (producers, snapshot_offset) =
