@@ -4,8 +4,8 @@
 //! Only `file.rs` touches the async runtime; the rest is runtime-free.
 //!
 //! CONTRACT (used by handlers and net; keep these signatures):
-//! * `PartitionLog::open(dir, config, leader_epoch, stopped).await` recovers and opens one
-//!   partition; `stopped` says how the broker last stopped (its marker, `CLEAN_SHUTDOWN_FILE`).
+//! * `PartitionLog::open(dir, config, leader_epoch, last_stop).await` recovers and opens one
+//!   partition; `last_stop` says how the broker last stopped (its marker, `CLEAN_SHUTDOWN_FILE`).
 //! * `append(records, acks).await` appends a validated record set (one or more v2 batches, as
 //!   `protocol::batch::validate_record_set` accepted them) and answers per `acks`.
 //! * `read(from, max_bytes).await` returns whole batches as file regions.
@@ -246,8 +246,9 @@ pub struct PartitionLog {
     /// Idempotent producers' epochs and last batches; checked and updated under `write_lock`.
     producers: RefCell<producer::ProducerStateTable>,
     /// Offset the producer snapshot on disk stands for: an open rebuilds the table from it and
-    /// a scan of every batch header after it (from the log start when there is none).
-    snapshot_offset: Cell<i64>,
+    /// a scan of every batch header after it (from the log start when there is none). `None`:
+    /// the file there is unusable, and close replaces it.
+    snapshot_offset: Cell<Option<i64>>,
     /// Held while index files and the producer snapshot are written, or segment files deleted,
     /// outside the write lock (after a roll, by retention), and by `close`: those writes never
     /// race each other, a deletion or the final flush. Taken after `write_lock` when both are.
@@ -476,11 +477,9 @@ impl PartitionLog {
         // A snapshot saves the next open a scan of what was written since the last one; where
         // that is less than writing it costs, the scan is cheaper (10,000 partitions each
         // written a little: three files and two fdatasyncs each made shutdown take seconds).
-        let scan_bytes = recovery::producer_scan_bytes(
-            &self.state.borrow().segments,
-            self.snapshot_offset.get(),
-        );
-        if scan_bytes > SNAPSHOT_SKIP_MAX_BYTES {
+        let scan_bytes = (self.snapshot_offset.get())
+            .map(|from| recovery::producer_scan_bytes(&self.state.borrow().segments, from));
+        if scan_bytes.is_none_or(|bytes| bytes > SNAPSHOT_SKIP_MAX_BYTES) {
             self.write_producer_snapshot().await?;
             renamed = true;
         }
@@ -553,7 +552,7 @@ impl PartitionLog {
             (next_offset, self.producers.borrow().encode(next_offset))
         };
         file::replace_small_file(&self.dir.join(producer::SNAPSHOT_FILE), bytes).await?;
-        self.snapshot_offset.set(next_offset);
+        self.snapshot_offset.set(Some(next_offset));
         Ok(())
     }
 

@@ -294,20 +294,25 @@ fn check_stored_batch(
 
 /// Rebuilds the idempotent producer table: the snapshot (if whole and not past the log end),
 /// then every batch header from its offset (or the log start) to the high watermark. Returns
-/// the table and the offset the scan started from: where the next open's scan starts too, until
-/// a newer snapshot is written.
+/// the table and the offset the scan started from, where the next open's scan starts too until a
+/// newer snapshot is written; `None` when a snapshot file is there but unusable (damaged, or past
+/// the log end), so that close replaces it.
 pub(crate) async fn load_producers(
     dir: &Path,
     segments: &[Segment],
     high_watermark: i64,
-) -> Result<(ProducerStateTable, i64), LogError> {
+) -> Result<(ProducerStateTable, Option<i64>), LogError> {
     let path = dir.join(SNAPSHOT_FILE);
-    let snapshot = match file::read_small_file(&path, SNAPSHOT_SIZE_MAX_BYTES).await {
-        Ok(Some(bytes)) => ProducerStateTable::decode(&bytes),
-        Ok(None) => None,
-        Err(e) if e.kind() == io::ErrorKind::InvalidData => None,
+    let (present, snapshot) = match file::read_small_file(&path, SNAPSHOT_SIZE_MAX_BYTES).await {
+        Ok(Some(bytes)) => (true, ProducerStateTable::decode(&bytes)),
+        Ok(None) => (false, None),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => (true, None),
         Err(e) => return Err(e.into()),
     };
+    let usable = !present
+        || snapshot
+            .as_ref()
+            .is_some_and(|(_, at)| *at <= high_watermark);
     let log_start = segments[0].base_offset;
     let (mut table, from) = match snapshot {
         Some((table, offset)) if offset <= high_watermark => (table, offset.max(log_start)),
@@ -330,7 +335,7 @@ pub(crate) async fn load_producers(
             file::yield_if_needed().await;
         }
     }
-    Ok((table, from))
+    Ok((table, usable.then_some(from)))
 }
 
 /// Where a scan for the batches from `from` on starts in `segment`: the indexed position at or

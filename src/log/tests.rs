@@ -1168,6 +1168,17 @@ fn a_damaged_or_future_producer_snapshot_falls_back_to_a_scan() {
     std::fs::write(&snapshot, table.encode(1_000_000)).unwrap();
     written.push((60, 60));
     run_local(assert_producer_state_survived(dir.path(), &written, 62));
+    // Close replaces an unusable snapshot, however little was written since.
+    std::fs::write(&snapshot, table.encode(1_000_000)).unwrap();
+    let hw = run_local(async {
+        let log = open(dir.path(), &small_config()).await;
+        let hw = log.high_watermark().value();
+        log.close().await.unwrap();
+        hw
+    });
+    let (_, offset) =
+        producer::ProducerStateTable::decode(&std::fs::read(&snapshot).unwrap()).expect("whole");
+    assert_eq!(offset, hw, "rewritten at the log end");
 }
 
 #[test]
