@@ -123,11 +123,13 @@ pub async fn serve(
 /// exists only on Metadata, so the broker setting decides).
 async fn create_missing(ctx: &Rc<Context>, req: &ProduceRequest) {
     let image = ctx.image();
+    // Names are copied only for topics that are missing: not on every request.
     let missing: HashSet<String> = req
         .topic_data
         .iter()
-        .map(|t| t.name.0.to_string())
+        .map(|t| t.name.0.as_str())
         .filter(|n| image.topic(n).is_none() && validate_topic_name(n).is_ok())
+        .map(str::to_string)
         .collect();
     if !missing.is_empty() {
         auto_create(ctx, missing.into_iter().collect()).await;
