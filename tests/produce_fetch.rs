@@ -525,3 +525,55 @@ async fn produce_and_fetch_at_every_served_version() {
         .collect();
     assert_eq!(values, want);
 }
+
+/// A Produce naming a topic that does not exist creates it when auto-create is on (the
+/// default), with no Metadata request before it, and the records land at offset 0; with
+/// `--auto-create-topics false` it is answered UNKNOWN_TOPIC_OR_PARTITION and nothing is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_to_a_missing_topic_creates_it_only_when_auto_create_is_on() {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+
+    const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    let produce = |broker: &Broker, topic: &'static str| -> (i16, i64) {
+        let records = common::codec::record_batch(-1, -1, -1, &[bytes::Bytes::from("first")]);
+        let req = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(10_000)
+            .with_topic_data(vec![
+                TopicProduceData::default()
+                    .with_name(TopicName(StrBytes::from_static_str(topic)))
+                    .with_partition_data(vec![
+                        PartitionProduceData::default()
+                            .with_index(0)
+                            .with_records(Some(records)),
+                    ]),
+            ]);
+        let mut stream = common::wire::connect(broker.bootstrap());
+        let resp: ProduceResponse = common::codec::call(&mut stream, ApiKey::Produce, 9, &req);
+        let p = &resp.responses[0].partition_responses[0];
+        (p.error_code, p.base_offset)
+    };
+
+    // One shard: with two, the bootstrap connection may land on the shard that does not own
+    // the new partition, which answers NOT_LEADER_OR_FOLLOWER (a client then asks Metadata).
+    let on = Broker::start_with(&["--shards", "1"]);
+    assert_eq!(
+        produce(&on, "made-by-produce"),
+        (0, 0),
+        "created and written"
+    );
+    assert_eq!(on.partition_count("made-by-produce"), 1);
+    let consumer = on.consumer();
+    common::assign_from_beginning(&consumer, "made-by-produce", 1);
+    let got = common::consume_exactly(&consumer, 1);
+    assert_eq!(got[0].payload(), Some(&b"first"[..]));
+
+    let off = Broker::start_with(&["--shards", "1", "--auto-create-topics", "false"]);
+    assert_eq!(
+        produce(&off, "not-made-by-produce").0,
+        UNKNOWN_TOPIC_OR_PARTITION
+    );
+    assert_eq!(off.partition_count("not-made-by-produce"), 0);
+}
