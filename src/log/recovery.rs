@@ -309,18 +309,15 @@ pub(crate) async fn load_producers(
         Err(e) if e.kind() == io::ErrorKind::InvalidData => (true, None),
         Err(e) => return Err(e.into()),
     };
-    let usable = !present
-        || snapshot
-            .as_ref()
-            .is_some_and(|(_, at)| *at <= high_watermark);
     let log_start = segments[0].base_offset;
-    let (mut table, from) = match snapshot {
-        Some((table, offset)) if offset <= high_watermark => (table, offset.max(log_start)),
+    // Usable: the snapshot read, or none there to replace.
+    let (mut table, from, usable) = match snapshot {
+        Some((table, offset)) if offset <= high_watermark => (table, offset.max(log_start), true),
         other => {
             if other.is_some() {
                 tracing::warn!(path = %path.display(), "producer snapshot is past the log end; rescanning");
             }
-            (ProducerStateTable::default(), log_start)
+            (ProducerStateTable::default(), log_start, !present)
         }
     };
     for segment in segments.iter().filter(|s| s.next_offset > from) {
