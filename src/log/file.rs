@@ -803,14 +803,15 @@ where
     glommio::spawn_local(future).detach();
 }
 
-/// Runs a future on a fresh single-threaded executor: how the log's tests reach glommio
-/// without naming it outside this file.
+/// Runs a future on a fresh single-threaded executor, kept awake as a shard's is: how the log's
+/// tests reach glommio without naming it outside this file (tests only; the log never reaches
+/// `shard` otherwise).
 #[cfg(test)]
 pub(crate) fn run_local<F, T>(future: F) -> T
 where
     F: std::future::Future<Output = T>,
 {
-    glommio::LocalExecutor::default().run(future)
+    crate::shard::keep_awake::run_local(future)
 }
 
 /// Sleeps without blocking the shard; the log's tests wait for background work with it.

@@ -415,7 +415,7 @@ mod tests {
 
     #[test]
     fn responses_ready_together_share_one_write_and_none_waits_for_a_later_one() {
-        glommio::LocalExecutor::default().run(async {
+        crate::shard::keep_awake::run_local(async {
             let socket = Recorder::default();
             let (mut tx, rx) = mpsc::channel(CONNECTION_INFLIGHT_MAX);
             let mut writer = Box::pin(write_responses(socket.clone(), -1, false, rx));

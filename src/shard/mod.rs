@@ -4,6 +4,7 @@
 
 pub mod controller;
 pub mod groups;
+pub mod keep_awake;
 pub mod mesh;
 pub mod metrics;
 pub mod peers;
@@ -146,6 +147,8 @@ pub fn start(
             }
             builder
                 .spawn(move || async move {
+                    // First, so that nothing this shard queues can be left asleep.
+                    spawn_local(keep_awake::keep_awake()).detach();
                     let shard = ShardId(i as u16);
                     shard_main(shard, config, mesh, image, ready, stop.shared(), last_stop)
                         .instrument(info_span!("shard", shard = i))
