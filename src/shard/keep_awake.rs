@@ -70,7 +70,7 @@ fn watchdog() -> Option<&'static Watchdog> {
     WATCHDOG
         .get_or_init(|| {
             let spawned = std::thread::Builder::new()
-                .name("sable-keep-awake".into())
+                .name("sable-awake".into())
                 .spawn(watch);
             match spawned {
                 Ok(handle) => Some(Watchdog {
