@@ -11,8 +11,8 @@
 //! hung in `io_uring_enter` with `active_executors` holding a queue (core dump); reported and
 //! fixed upstream as glommio/glommio#53, after 0.9.0, which is still the newest release.
 //!
-//! So every executor Sable starts runs `keep_awake`, and a process-wide watchdog thread wakes that
-//! task every period through its `Waker`. A wake from another thread writes the executor's
+//! So every executor Sable starts holds a `KeepAwake`: a task of its own that a process-wide
+//! watchdog thread wakes every period through its `Waker`. A wake from another thread writes the executor's
 //! eventfd when it sleeps, so a reactor parked by mistake wakes within one period and runs what is
 //! queued. A timer on the executor itself would not do: glommio arms it in the ring only while
 //! its task waits, and the task is among the work left queued. The period is short while the
@@ -130,37 +130,56 @@ impl Beacon {
     }
 }
 
-/// Clears the beacon's waker when `keep_awake` is dropped with its executor, so the watchdog
-/// does not wake a task that is gone.
-struct Unregister(Arc<Beacon>);
+/// Keeps the current executor woken from outside for as long as it is held: take it at the
+/// executor's start, before anything that could be left queued, and hold it for the executor's
+/// life. Dropping it stops the wakes. The task cannot be what stops them: glommio did not drop it
+/// when its executor ended (50 finished executors left 50 such tasks alive, each with its waker
+/// still held here).
+///
+/// The task it starts reads (and so resets) glommio's executor statistics to tell busy from idle
+/// (the time spent running tasks since its last run); nothing else in Sable reads them.
+#[must_use = "the executor is kept awake only while this is held"]
+pub struct KeepAwake(Option<Arc<Beacon>>);
 
-impl Drop for Unregister {
+impl Drop for KeepAwake {
     fn drop(&mut self) {
-        self.0.waker.lock().expect("beacon waker").take();
+        if let Some(beacon) = &self.0 {
+            beacon.waker.lock().expect("beacon waker").take();
+        }
     }
 }
 
-/// Lets the watchdog wake the current executor every period for as long as the returned future
-/// runs: spawn it detached at the executor's start, before anything that could be left queued.
-///
-/// It reads (and so resets) glommio's executor statistics to tell busy from idle (the time spent
-/// running tasks since its last run); nothing else in Sable reads them.
-pub async fn keep_awake() {
+/// Starts keeping the current executor awake (see `KeepAwake`).
+pub fn keep_awake() -> KeepAwake {
     let Some(watchdog) = watchdog() else {
-        return;
+        return KeepAwake(None);
     };
     let beacon = Arc::new(Beacon {
         waker: Mutex::new(None),
         period_ns: AtomicU64::new(BUSY_PERIOD.as_nanos() as u64),
         unanswered: AtomicU32::new(0),
     });
-    let _unregister = Unregister(Arc::clone(&beacon));
+    glommio::spawn_local(tend(Arc::downgrade(&beacon))).detach();
+    watchdog
+        .beacons
+        .lock()
+        .expect("beacon list")
+        .push(Arc::downgrade(&beacon));
+    watchdog.thread.unpark();
+    KeepAwake(Some(beacon))
+}
+
+/// The task the watchdog wakes: hands it its waker and the next period, until the beacon is
+/// gone.
+async fn tend(beacon: Weak<Beacon>) {
     let executor = glommio::executor();
     let _ = executor.executor_stats();
     let mut period = BUSY_PERIOD;
     let mut last_run = Instant::now();
-    let mut registered = false;
     poll_fn(|cx| {
+        let Some(beacon) = beacon.upgrade() else {
+            return Poll::Ready(());
+        };
         {
             let mut waker = beacon.waker.lock().expect("beacon waker");
             if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
@@ -168,22 +187,15 @@ pub async fn keep_awake() {
             }
         }
         beacon.unanswered.store(0, Ordering::Relaxed);
-        if registered {
-            let now = Instant::now();
-            let running = executor.executor_stats().executor_runtime();
-            let busy = running * BUSY_RUNTIME_DIVISOR >= now - last_run;
-            last_run = now;
-            period = next_period(period, busy);
-            beacon
-                .period_ns
-                .store(period.as_nanos() as u64, Ordering::Relaxed);
-        } else {
-            registered = true;
-            let weak = Arc::downgrade(&beacon);
-            watchdog.beacons.lock().expect("beacon list").push(weak);
-            watchdog.thread.unpark();
-        }
-        Poll::<()>::Pending
+        let now = Instant::now();
+        let running = executor.executor_stats().executor_runtime();
+        let busy = running * BUSY_RUNTIME_DIVISOR >= now - last_run;
+        last_run = now;
+        period = next_period(period, busy);
+        beacon
+            .period_ns
+            .store(period.as_nanos() as u64, Ordering::Relaxed);
+        Poll::Pending
     })
     .await
 }
@@ -204,7 +216,7 @@ where
     F: std::future::Future<Output = T>,
 {
     glommio::LocalExecutor::default().run(async {
-        glommio::spawn_local(keep_awake()).detach();
+        let _awake = keep_awake();
         future.await
     })
 }
@@ -229,10 +241,32 @@ mod tests {
         assert_eq!(next_period(IDLE_PERIOD_MAX, true), BUSY_PERIOD);
     }
 
+    #[test]
+    fn dropping_the_guard_ends_the_wakes_though_the_task_stays_behind() {
+        let beacon = run_local(async {
+            let awake = keep_awake();
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+            let beacon = awake
+                .0
+                .as_ref()
+                .map(Arc::downgrade)
+                .expect("a watchdog thread");
+            let waker_set = beacon
+                .upgrade()
+                .is_some_and(|b| b.waker.lock().unwrap().is_some());
+            assert!(waker_set, "the task handed the watchdog its waker");
+            beacon
+        });
+        // run_local's own guard is gone too; the detached task holds only a weak reference, so
+        // the watchdog drops the beacon and wakes nothing more.
+        assert!(beacon.upgrade().is_none());
+    }
+
     /// With a preempt timer shorter than the loop's own turns, glommio 0.9.0 soon parks with the
     /// main task queued and, with nothing else to wake it, never returns (glommio/glommio#53's
     /// reproducer; measured here: without `keep_awake` the loop below stopped within a few hundred
-    /// rounds). The first run leaves `keep_awake` on the executor for all the later ones.
+    /// rounds). The first run starts `keep_awake`'s task, which stays on the executor for the later
+    /// ones.
     #[test]
     fn an_executor_parked_with_work_queued_wakes_up_and_runs_it() {
         let (done, finished) = mpsc::channel();
@@ -241,9 +275,10 @@ mod tests {
                 .preempt_timer(Duration::from_micros(50))
                 .make()
                 .expect("executor");
-            executor.run(async {
-                glommio::spawn_local(keep_awake()).detach();
+            let _awake = executor.run(async {
+                let awake = keep_awake();
                 glommio::timer::sleep(Duration::from_millis(1)).await;
+                awake
             });
             for round in 0..3_000u32 {
                 let got = executor.run(async move {

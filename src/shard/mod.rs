@@ -148,7 +148,7 @@ pub fn start(
             builder
                 .spawn(move || async move {
                     // First, so that nothing this shard queues can be left asleep.
-                    spawn_local(keep_awake::keep_awake()).detach();
+                    let _awake = keep_awake::keep_awake();
                     let shard = ShardId(i as u16);
                     shard_main(shard, config, mesh, image, ready, stop.shared(), last_stop)
                         .instrument(info_span!("shard", shard = i))
