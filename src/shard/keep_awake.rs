@@ -12,9 +12,9 @@
 //! fixed upstream as glommio/glommio#53, after 0.9.0, which is still the newest release.
 //!
 //! So every executor Sable starts holds a `KeepAwake`: a task of its own that a process-wide
-//! watchdog thread wakes every period through its `Waker`. A wake from another thread writes the executor's
-//! eventfd when it sleeps, so a reactor parked by mistake wakes within one period and runs what is
-//! queued. A timer on the executor itself would not do: glommio arms it in the ring only while
+//! watchdog thread wakes every period through its `Waker`. A wake from another thread writes the
+//! executor's eventfd when it sleeps, so a reactor parked by mistake wakes within one period and
+//! runs what is queued. A timer on the executor itself would not do: glommio arms it in the ring only while
 //! its task waits, and the task is among the work left queued. The period is short while the
 //! executor is busy, where a stall would be felt, and backs off while it is idle, where a wake-up
 //! is only a cost.
@@ -56,9 +56,10 @@ struct Beacon {
     unanswered: AtomicU32,
 }
 
-/// The watchdog thread's list of beacons; new ones are added by `keep_awake`.
+/// The watchdog thread's beacons, each with the time it is next due; `keep_awake` adds them, the
+/// thread updates and prunes them.
 struct Watchdog {
-    beacons: Mutex<Vec<Weak<Beacon>>>,
+    beacons: Mutex<Vec<(Weak<Beacon>, Instant)>>,
     thread: std::thread::Thread,
 }
 
@@ -86,33 +87,25 @@ fn watchdog() -> Option<&'static Watchdog> {
         .as_ref()
 }
 
-/// The watchdog thread: wakes each live beacon when its period is up, then sleeps until the
-/// earliest next one (at most `IDLE_PERIOD_MAX`; a new beacon unparks it).
+/// The watchdog thread: wakes each live beacon when it is due, then sleeps until the earliest
+/// next one (at most `IDLE_PERIOD_MAX`; a new beacon unparks it).
 fn watch() {
-    // Due times by beacon address; the thread alone reads and writes them.
-    let mut due: Vec<(Weak<Beacon>, Instant)> = Vec::new();
     loop {
         let now = Instant::now();
+        let mut next = now + IDLE_PERIOD_MAX;
         if let Some(watchdog) = WATCHDOG.get().and_then(Option::as_ref) {
             let mut beacons = watchdog.beacons.lock().expect("beacon list");
-            beacons.retain(|b| b.strong_count() > 0);
-            for beacon in beacons.iter() {
-                if !due.iter().any(|(known, _)| Weak::ptr_eq(known, beacon)) {
-                    due.push((beacon.clone(), now));
+            beacons.retain(|(beacon, _)| beacon.strong_count() > 0);
+            for (beacon, due) in beacons.iter_mut() {
+                let Some(beacon) = beacon.upgrade() else {
+                    continue;
+                };
+                if *due <= now {
+                    beacon.wake();
+                    *due = now + Duration::from_nanos(beacon.period_ns.load(Ordering::Relaxed));
                 }
+                next = next.min(*due);
             }
-        }
-        due.retain(|(beacon, _)| beacon.strong_count() > 0);
-        let mut next = now + IDLE_PERIOD_MAX;
-        for (beacon, at) in due.iter_mut() {
-            let Some(beacon) = beacon.upgrade() else {
-                continue;
-            };
-            if *at <= now {
-                beacon.wake();
-                *at = now + Duration::from_nanos(beacon.period_ns.load(Ordering::Relaxed));
-            }
-            next = next.min(*at);
         }
         std::thread::park_timeout(next.saturating_duration_since(Instant::now()));
     }
@@ -164,7 +157,7 @@ pub fn keep_awake() -> KeepAwake {
         .beacons
         .lock()
         .expect("beacon list")
-        .push(Arc::downgrade(&beacon));
+        .push((Arc::downgrade(&beacon), Instant::now()));
     watchdog.thread.unpark();
     KeepAwake(Some(beacon))
 }
@@ -211,7 +204,8 @@ fn next_period(period: Duration, busy: bool) -> Duration {
 
 /// Runs `future` to completion on a new glommio executor on this thread, with `keep_awake`
 /// beside it: what tests use where a shard would have its own executor.
-pub fn run_local<F, T>(future: F) -> T
+#[cfg(test)]
+pub(crate) fn run_local<F, T>(future: F) -> T
 where
     F: std::future::Future<Output = T>,
 {
