@@ -95,17 +95,18 @@ fn watch() {
         let mut next = now + IDLE_PERIOD_MAX;
         if let Some(watchdog) = WATCHDOG.get().and_then(Option::as_ref) {
             let mut beacons = watchdog.beacons.lock().expect("beacon list");
-            beacons.retain(|(beacon, _)| beacon.strong_count() > 0);
-            for (beacon, due) in beacons.iter_mut() {
+            // One pass: a beacon whose guard is gone leaves the list, the others are woken when due.
+            beacons.retain_mut(|(beacon, due)| {
                 let Some(beacon) = beacon.upgrade() else {
-                    continue;
+                    return false;
                 };
                 if *due <= now {
                     beacon.wake();
                     *due = now + Duration::from_nanos(beacon.period_ns.load(Ordering::Relaxed));
                 }
                 next = next.min(*due);
-            }
+                true
+            });
         }
         std::thread::park_timeout(next.saturating_duration_since(Instant::now()));
     }
